@@ -1,0 +1,137 @@
+"""The consume-and-ack loop every worker runs: take deliveries in batches, hand each to a handler,
+publish what it returns with confirms awaited together, then ack the batch with one frame.
+
+A handler is a plain function from one delivery to the messages it produces, so a service is
+its business logic and nothing else. A delivery is acked only after everything produced from it
+is confirmed. A refused publish is retried until confirmed; a delivery whose handler raises goes
+back to its queue, whose delivery limit moves a message that always fails to `dead`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.abc import DeliveredMessage
+
+from integrator.publisher import Outbound, Publisher, PublishFailed
+
+log = logging.getLogger("integrator.consumer")
+
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 2.0
+
+Handler = Callable[[DeliveredMessage], list[Outbound]]
+
+
+class Consumer:
+    def __init__(
+        self, channel: RawChannel, publisher: Publisher, handler: Handler, stopping: asyncio.Event
+    ) -> None:
+        self._channel = channel
+        self._stopping = stopping
+        self._publisher = publisher
+        self._handler = handler
+        self._pending: list[DeliveredMessage] = []
+        self._arrived = asyncio.Event()
+
+    async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+        self._pending.append(delivery)
+        self._arrived.set()
+
+    async def run(self, queue: str, prefetch: int) -> None:
+        """Consume `queue` until `stopping` is set, then finish what was delivered and return.
+
+        Raises when the channel closes underneath, so the caller can reconnect.
+        """
+        await self._channel.basic_qos(prefetch_count=prefetch)
+        consume_ok = await self._channel.basic_consume(queue, self._on_delivery)
+        log.info("consuming", extra={"queue": queue, "prefetch": prefetch})
+        closing = asyncio.ensure_future(self._channel.closing)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                arrived = asyncio.ensure_future(self._arrived.wait())
+                await asyncio.wait((arrived, stop, closing), return_when=asyncio.FIRST_COMPLETED)
+                arrived.cancel()
+                if closing.done():
+                    closing.result()
+                    raise ConnectionError("channel closed")
+                await self._drain()
+            await self._channel.basic_cancel(consume_ok.consumer_tag)
+            await self._drain()
+            log.info("stopped consuming", extra={"queue": queue})
+        finally:
+            closing.cancel()
+            stop.cancel()
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self._arrived.clear()
+            await self._settle(batch)
+
+    async def _settle(self, batch: list[DeliveredMessage]) -> None:
+        produced = [self._handle(delivery) for delivery in batch]
+        if not await self._publish([out for outs in produced if outs for out in outs]):
+            return  # stopping with publishes unconfirmed: the broker requeues the batch on close
+        last_ok = None
+        for delivery, outs in zip(batch, produced, strict=True):
+            tag = delivery.delivery.delivery_tag
+            if outs is None:
+                await self._channel.basic_nack(tag, requeue=True)
+            else:
+                last_ok = tag
+        if last_ok is not None:
+            # Everything delivered up to last_ok is settled by now: one frame acks it all.
+            await self._channel.basic_ack(last_ok, multiple=True)
+
+    def _handle(self, delivery: DeliveredMessage) -> list[Outbound] | None:
+        try:
+            return self._handler(delivery)
+        except Exception:
+            log.exception(
+                "handler failed; returning the message to its queue",
+                extra={"message_id": delivery.header.properties.message_id},
+            )
+            return None
+
+    async def _publish(self, outs: list[Outbound]) -> bool:
+        """Publish until every message is confirmed, retrying only the refused ones.
+
+        A refusal (a full queue, say) is back-pressure, not a fault of the message, so it is
+        retried here rather than requeued, where it would count toward the delivery limit.
+        False if stopping interrupts the retries.
+        """
+        delay = RETRY_FIRST_DELAY
+        while outs:
+            results = await asyncio.gather(
+                *(self._publisher.publish(out) for out in outs), return_exceptions=True
+            )
+            failed = []
+            for out, result in zip(outs, results, strict=True):
+                if isinstance(result, PublishFailed):
+                    failed.append(out)
+                elif isinstance(result, BaseException):
+                    raise result
+            if failed:
+                log.warning(
+                    "publishes not confirmed; retrying",
+                    extra={"count": len(failed), "error": str(results[0]), "retry_in": delay},
+                )
+                if await _wait(self._stopping, delay):
+                    return False
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+            outs = failed
+        return True
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if `event` was set meanwhile."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,64 @@
+"""Publishing with publisher confirms, pipelined: many publishes share the wait for their acks.
+
+Publishes go straight to the aiormq channel under aio-pika, which costs measurably less CPU per
+message than building aio-pika `Message` objects. Every publish is `mandatory`, so a message no
+queue would take comes back as an error instead of vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractChannel
+from aiormq import spec
+from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.exceptions import PublishError
+
+
+class PublishFailed(Exception):
+    """The broker did not take responsibility for a message: nacked, unroutable or unconfirmed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: spec.Basic.Properties
+
+
+class Publisher:
+    def __init__(self, channel: RawChannel, timeout: float) -> None:
+        self._channel = channel
+        self._timeout = timeout
+
+    @classmethod
+    async def on(cls, channel: AbstractChannel, confirm_timeout: float) -> Publisher:
+        """A publisher on an aio-pika channel opened with `publisher_confirms=True`."""
+        return cls(await channel.get_underlay_channel(), confirm_timeout)
+
+    async def publish(self, out: Outbound) -> None:
+        """Return once the broker has confirmed `out`; raise PublishFailed if it will not."""
+        try:
+            confirmation = await self._channel.basic_publish(
+                out.body,
+                exchange=out.exchange,
+                routing_key=out.routing_key,
+                properties=out.properties,
+                mandatory=True,
+                timeout=self._timeout,
+            )
+        except TimeoutError:
+            raise PublishFailed(f"no confirm from the broker within {self._timeout}s") from None
+        except PublishError as exc:
+            raise PublishFailed(f"broker returned the message: {exc}") from None
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise PublishFailed(f"broker answered {type(confirmation).__name__} for {out.exchange}")
+
+    async def publish_all(self, outs: list[Outbound]) -> None:
+        """Publish every message, awaiting their confirms together."""
+        if len(outs) == 1:
+            await self.publish(outs[0])
+        else:
+            await asyncio.gather(*(self.publish(out) for out in outs))

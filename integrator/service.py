@@ -1,0 +1,49 @@
+"""How every service process runs: structured logs, uvloop, and SIGTERM/SIGINT as a stop request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from integrator import logs
+from integrator.settings import Settings
+
+log = logging.getLogger("integrator.service")
+
+Main = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        sys.exit(f"invalid setting: {exc}")
+
+
+def run_service(name: str, settings: Settings, main: Main) -> None:
+    """Run `main(stopping)` until it returns; a signal sets `stopping` so it can finish in-flight work."""
+    logs.configure(name, settings.log_level)
+
+    async def supervised() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _request_stop, stopping, signum)
+        log.info("starting", extra={"prefix": settings.prefix})
+        await main(stopping)
+        log.info("stopped")
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(supervised())
+    else:
+        uvloop.run(supervised())
+
+
+def _request_stop(stopping: asyncio.Event, signum: int) -> None:
+    log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+    stopping.set()

@@ -1,0 +1,66 @@
+"""Every setting of every service, read from environment variables, with defaults in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    prefix: str = "integrator"
+    subscriptions: Path = Path("config/subscriptions.yml")
+    schemas_dir: Path = Path("schemas")
+    strict_schemas: bool = False
+    gateway_host: str = "0.0.0.0"
+    gateway_port: int = 8080
+    max_body_bytes: int = 1 << 20
+    prefetch: int = 256
+    delivery_limit: int = 5
+    publish_timeout: float = 10.0
+    retry_after_seconds: int = 1
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read `AMQP_URL` and `INTEGRATOR_<FIELD>` variables; a malformed value stops start-up."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = ENV_NAMES[f.name]
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _parse(type(f.default), raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}={raw!r}: {exc}") from None
+        return cls(**values)
+
+
+ENV_NAMES: dict[str, str] = {
+    f.name: "AMQP_URL" if f.name == "amqp_url" else f"INTEGRATOR_{f.name.upper()}" for f in fields(Settings)
+}
+ENV_NAMES["subscriptions"] = "INTEGRATOR_SUBSCRIPTIONS"
+ENV_NAMES["schemas_dir"] = "INTEGRATOR_SCHEMAS"
+
+
+def _parse(kind: type, raw: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError("expected true or false")
+    if kind is int:
+        value = int(raw)
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if kind is float:
+        return float(raw)
+    return kind(raw)

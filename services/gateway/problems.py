@@ -1,0 +1,54 @@
+"""Every error the gateway answers is JSON: `{"error": summary, "errors": [field errors]}`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+from aiohttp import web
+
+from integrator.errors import FieldError
+
+
+class Problem(Exception):
+    """Raised by a handler to answer with a JSON error."""
+
+    def __init__(
+        self,
+        status: int,
+        summary: str,
+        errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.status = status
+        self.summary = summary
+        self.errors = list(errors)
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body = orjson.dumps({"error": self.summary, "errors": self.errors})
+        return web.Response(
+            status=self.status, body=body, content_type="application/json", headers=self.headers
+        )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn Problems, and aiohttp's own 404/405/413, into JSON errors of the same shape."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response()
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return Problem(
+            405, f"method {request.method} not allowed here; allowed: {allowed}", headers={"Allow": allowed}
+        ).response()
+    except web.HTTPNotFound:
+        return Problem(404, f"no such path: {request.path}").response()
+    except web.HTTPRequestEntityTooLarge as exc:
+        return Problem(413, exc.text or "request body too large").response()
