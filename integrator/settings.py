@@ -20,7 +20,7 @@ class Settings:
     gateway_port: int = 8080
     max_body_bytes: int = 1 << 20
     prefetch: int = 256
-    delivery_limit: int = 5
+    delivery_limit: int = 20
     publish_timeout: float = 10.0
     retry_after_seconds: int = 1
     log_level: str = "INFO"

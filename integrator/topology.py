@@ -17,6 +17,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from integrator.settings import Settings
+
 STAGES = ("incoming", "validated", "rejected", "unrouted", "dead")
 """Queues every service declares; each is fed by a fanout exchange of the same name."""
 
@@ -24,7 +26,11 @@ STAGES = ("incoming", "validated", "rejected", "unrouted", "dead")
 @dataclass(frozen=True, slots=True)
 class Topology:
     prefix: str
-    delivery_limit: int = 5
+    delivery_limit: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(settings.prefix, settings.delivery_limit)
 
     def name(self, stage: str) -> str:
         return f"{self.prefix}.{stage}"

@@ -21,7 +21,7 @@ def run_worker(
 
     async def session(connection: AbstractConnection, stopping: asyncio.Event) -> None:
         channel = await connection.channel(publisher_confirms=True)
-        await Topology(settings.prefix, settings.delivery_limit).declare(channel, subscribers)
+        await Topology.from_settings(settings).declare(channel, subscribers)
         publisher = await Publisher.on(channel, settings.publish_timeout)
         consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping)
         await consumer.run(queue, settings.prefetch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aio_pika.abc import AbstractConnection
 
@@ -10,6 +11,8 @@ from integrator.connection import BROKER_ERRORS, stay_connected
 from integrator.publisher import Outbound, Publisher, PublishFailed
 from integrator.settings import Settings
 from integrator.topology import Topology
+
+log = logging.getLogger("integrator.gateway")
 
 
 class BrokerUnavailable(Exception):
@@ -19,7 +22,7 @@ class BrokerUnavailable(Exception):
 class BrokerLink:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.topology = Topology(settings.prefix, settings.delivery_limit)
+        self.topology = Topology.from_settings(settings)
         self._publisher: Publisher | None = None
 
     @property
@@ -44,6 +47,7 @@ class BrokerLink:
             channel = await connection.channel(publisher_confirms=True)
             await self.topology.declare(channel)
             self._publisher = await Publisher.on(channel, self._settings.publish_timeout)
+            log.info("accepting messages")
             raw = await channel.get_underlay_channel()
             try:
                 stop = asyncio.ensure_future(stopping.wait())

@@ -1,4 +1,4 @@
-"""The gateway's HTTP API: pushing a message."""
+"""The gateway's HTTP API: pushing a message, and health for orchestrators."""
 
 from __future__ import annotations
 
@@ -62,6 +62,20 @@ async def _accept(request: web.Request, doc: dict) -> web.Response:
     return web.Response(status=202, body=body, content_type="application/json")
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to accept messages: connected to the broker with the topology declared."""
+    if request.app[BROKER].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not connected to the broker"}, status=503)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_post("/messages", post_message)
     app.router.add_post("/api/stores/{store_id}/messages", post_store_message)

@@ -17,7 +17,7 @@ def main() -> None:
         subscriptions = Subscriptions.load(settings.subscriptions)
     except SubscriptionsError as exc:
         sys.exit(f"router: {exc}")
-    topology = Topology(settings.prefix, settings.delivery_limit)
+    topology = Topology.from_settings(settings)
     handler = routing_handler(subscriptions, topology)
     run_worker("router", settings, topology.validated, handler, subscriptions.names)
 

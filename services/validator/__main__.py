@@ -17,7 +17,7 @@ def main() -> None:
         catalogue = SchemaCatalogue.load(settings.schemas_dir, settings.strict_schemas)
     except SchemaFileError as exc:
         sys.exit(f"validator: {exc}")
-    topology = Topology(settings.prefix, settings.delivery_limit)
+    topology = Topology.from_settings(settings)
     run_worker("validator", settings, topology.incoming, validation_handler(catalogue, topology))
 
 

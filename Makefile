@@ -1,0 +1,43 @@
+# The two commands of the README are the contract: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+AMQP_URL ?= amqp://guest:guest@localhost:5672/
+export AMQP_URL
+
+.PHONY: install run test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Ctrl-C (or any one service exiting) stops all three, each gracefully.
+run: install ## start gateway, validator and router against AMQP_URL
+	@$(BIN)/python -m integrator.check_broker
+	@trap 'trap - INT TERM; kill 0' INT TERM; \
+	$(BIN)/integrator-validator & \
+	$(BIN)/integrator-router & \
+	$(BIN)/integrator-gateway & \
+	wait -n; trap - INT TERM; kill 0
+
+test: install ## the whole suite against the broker at AMQP_URL
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,78 @@
+"""Fixtures: every test gets its own exchange/queue prefix on the real broker, removed afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import pytest
+from aio_pika.abc import AbstractChannel
+
+from tests.support.broker import AMQP_URL, delete_topology
+from tests.support.processes import Stack
+
+STORE = "5279008084a81693d5000001"
+OTHER_STORE = "5279008084a81693d5000002"
+SUBSCRIBERS = ("store", "erp", "mailer")
+SUBSCRIPTIONS = f"""
+subscribers:
+  store:
+    messages: ["#"]
+  erp:
+    messages: ["order:*", "product:new"]
+  mailer:
+    messages: ["order:new", "user:*"]
+    stores: ["{OTHER_STORE}"]
+"""
+
+NEW_PRODUCT = {
+    "message": "product:new",
+    "store_id": STORE,
+    "payload": {
+        "id": 1123,
+        "name": "Example product",
+        "description": "Description",
+        "price": "15.99",
+        "available_on": "2012-10-17T03:43:57Z",
+        "permalink": "ruby-on-rails-tote",
+        "meta_description": None,
+        "meta_keywords": None,
+    },
+}
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def subscriptions_file(tmp_path: Path) -> Path:
+    path = tmp_path / "subscriptions.yml"
+    path.write_text(SUBSCRIPTIONS)
+    return path
+
+
+@pytest.fixture
+async def stack(prefix: str, tmp_path: Path, subscriptions_file: Path) -> AsyncIterator[Stack]:
+    """The three services, not yet started: a test starts the ones it needs."""
+    stack = Stack(prefix, tmp_path, {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions_file)})
+    yield stack
+    stack.stop()
+    await delete_topology(prefix, SUBSCRIBERS)
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        yield await connection.channel()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,60 @@
+"""Looking at queues the way a subscriber or an operator would, over a real AMQP connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from integrator.topology import STAGES, Topology
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+
+
+async def take(
+    channel: AbstractChannel, queue: str, count: int, within: float = 15.0
+) -> list[AbstractIncomingMessage]:
+    """Consume exactly `count` messages from `queue`, acking them; fail if they do not all arrive."""
+    q = await channel.get_queue(queue, ensure=False)
+    taken: list[AbstractIncomingMessage] = []
+    deadline = time.monotonic() + within
+    while len(taken) < count:
+        message = await q.get(no_ack=True, fail=False)
+        if message is not None:
+            taken.append(message)
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"{queue}: got {len(taken)} of {count} messages in {within}s")
+        else:
+            await asyncio.sleep(0.02)
+    return taken
+
+
+async def depth(channel: AbstractChannel, queue: str) -> int:
+    declared = await channel.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def assert_stays_empty(channel: AbstractChannel, queue: str, seconds: float = 0.5) -> None:
+    await asyncio.sleep(seconds)
+    assert await depth(channel, queue) == 0, f"{queue} should be empty"
+
+
+def body(message: AbstractIncomingMessage) -> Any:
+    return orjson.loads(message.body)
+
+
+async def delete_topology(prefix: str, subscribers: tuple[str, ...] = ()) -> None:
+    topology = Topology(prefix, delivery_limit=0)  # only names are needed
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queues = [topology.name(s) for s in STAGES] + [topology.accepted_queue(s) for s in subscribers]
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in [topology.name(s) for s in STAGES] + [topology.accepted]:
+            await channel.exchange_delete(exchange)
