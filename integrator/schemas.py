@@ -133,7 +133,7 @@ def _sentence(rule: str, expected: Any, value: Any, fallback: str) -> str:
     match rule:
         case "type":
             names = expected if isinstance(expected, list) else [expected]
-            return f"must be {' or '.join(_a(n) for n in names)}, got {json_type(value)} {got}"
+            return f"must be {' or '.join(_a(n) for n in names)}, got {got}"
         case "pattern":
             return f"must match {expected}, got {got}"
         case "enum":
@@ -144,17 +144,23 @@ def _sentence(rule: str, expected: Any, value: Any, fallback: str) -> str:
             op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
             return f"must be {op[rule]} {expected}, got {got}"
         case "minLength":
-            return f"must be at least {expected} characters long, got {got}"
+            return "must not be empty" if expected == 1 else f"must be at least {expected} characters long"
         case "maxLength":
             return f"must be at most {expected} characters long"
         case "minItems":
             return f"must have at least {expected} items, got {len(value)}"
         case "maxItems":
             return f"must have at most {expected} items, got {len(value)}"
+        case "anyOf" | "oneOf":
+            return f"matches none of the allowed forms, got {got}"
+        case "additionalProperties" | "unevaluatedProperties":
+            return "has properties the schema does not allow"
     return fallback
 
 
 def _a(type_name: str) -> str:
+    if type_name == "null":
+        return "null"
     return ("an " if type_name[0] in "aeiou" else "a ") + type_name
 
 

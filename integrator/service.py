@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from integrator import logs
+from integrator.schemas import SchemaCatalogue, SchemaFileError
 from integrator.settings import Settings
 
 log = logging.getLogger("integrator.service")
@@ -21,6 +22,14 @@ def settings_or_exit() -> Settings:
         return Settings.from_env()
     except ValueError as exc:
         sys.exit(f"invalid setting: {exc}")
+
+
+def load_catalogue_or_exit(service: str, settings: Settings) -> SchemaCatalogue:
+    """The schema catalogue; a bad schema file stops the service, naming the file and the problem."""
+    try:
+        return SchemaCatalogue.load(settings.schemas_dir, settings.strict_schemas)
+    except SchemaFileError as exc:
+        sys.exit(f"{service}: {exc}")
 
 
 def run_service(name: str, settings: Settings, main: Main) -> None:

@@ -122,7 +122,7 @@ async def test_invalid_payload_is_kept_in_rejected_with_every_error(
         ("/payload/order/line_items/0/quantity", "type"),
         ("/payload/order/number", "required"),
     ]
-    assert errors[1]["message"] == 'must be an integer, got string "two"'
+    assert errors[1]["message"] == 'must be an integer, got "two"'
     for subscriber in ("store", "erp", "mailer"):
         await assert_stays_empty(channel, f"{stack.prefix}.accepted.{subscriber}", 0.1)
 

@@ -49,7 +49,7 @@ def test_error_sentences() -> None:
         {
             "path": "/payload/order/line_items/0/quantity",
             "rule": "type",
-            "message": 'must be an integer, got string "two"',
+            "message": 'must be an integer, got "two"',
         },
     ]
 

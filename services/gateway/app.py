@@ -7,23 +7,25 @@ import logging
 
 from aiohttp import web
 
+from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from services.gateway.broker import BrokerLink
 from services.gateway.problems import json_problems
-from services.gateway.routes import BROKER, SETTINGS, add_routes
+from services.gateway.routes import BROKER, CATALOGUE, SETTINGS, add_routes
 
 log = logging.getLogger("integrator.gateway")
 
 
-def create_app(settings: Settings, broker: BrokerLink) -> web.Application:
+def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogue) -> web.Application:
     app = web.Application(middlewares=[json_problems], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BROKER] = broker
+    app[CATALOGUE] = catalogue
     add_routes(app)
     return app
 
 
-async def serve(settings: Settings, stopping: asyncio.Event) -> None:
+async def serve(settings: Settings, catalogue: SchemaCatalogue, stopping: asyncio.Event) -> None:
     """Serve until `stopping`; then stop listening, let in-flight requests finish, and disconnect.
 
     The broker link outlives the HTTP server so that requests in flight at shutdown still get
@@ -32,7 +34,7 @@ async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     broker = BrokerLink(settings)
     broker_stopping = asyncio.Event()
     link = asyncio.create_task(broker.run(broker_stopping))
-    runner = web.AppRunner(create_app(settings, broker), access_log=None)
+    runner = web.AppRunner(create_app(settings, broker, catalogue), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
     log.info("listening", extra={"host": settings.gateway_host, "port": settings.gateway_port})
