@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 AMQP_URL ?= amqp://guest:guest@localhost:5672/
 export AMQP_URL
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test soak bench lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ run: install ## start gateway, validator and router against AMQP_URL
 test: install ## the whole suite against the broker at AMQP_URL
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+SOAK_MESSAGES ?= 3000
+soak: install ## the fault tests with SOAK_MESSAGES each; numbers to soak-report.jsonl
+	rm -f soak-report.jsonl
+	INTEGRATOR_FAULT_MESSAGES=$(SOAK_MESSAGES) INTEGRATOR_FAULT_REPORT=soak-report.jsonl \
+		$(BIN)/pytest -q -s tests/test_faults.py
+
+bench: install ## throughput, latency, CPU and memory against a plain reference; needs wrk
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	@$(BIN)/python -m integrator.check_broker
+	$(BIN)/python -m bench | tee bench-report.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -38,6 +38,6 @@ def configure(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.ERROR)  # we log losses ourselves, without tracebacks
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

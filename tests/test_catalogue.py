@@ -39,7 +39,7 @@ def test_catalogue_covers_the_standard_types() -> None:
 
 
 async def test_gateway_serves_the_catalogue(stack: Stack, http: aiohttp.ClientSession) -> None:
-    stack.start("gateway")
+    await stack.start("gateway")
     async with http.get(stack.url + "/schemas") as response:
         listed = await response.json()
     assert response.status == 200
@@ -61,7 +61,7 @@ async def test_gateway_serves_the_catalogue(stack: Stack, http: aiohttp.ClientSe
 async def test_dry_run_agrees_with_the_validator_on_every_example(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway", "validator")
+    await stack.start("gateway", "validator")
     dry_runs: dict[str, tuple[int, dict]] = {}
     for doc, valid in EXAMPLES:
         async with http.post(stack.url + "/messages/validate", json=doc) as response:
@@ -84,7 +84,7 @@ async def test_dry_run_agrees_with_the_validator_on_every_example(
 async def test_dry_run_checks_the_envelope_and_publishes_nothing(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway")
+    await stack.start("gateway")
     async with http.post(
         stack.url + "/messages/validate", json={"message": "order:new", "payload": {}}
     ) as response:
@@ -112,7 +112,7 @@ async def test_custom_schema_directory_end_to_end(
     (schemas / "loyalty" / "points").mkdir(parents=True)
     (schemas / "loyalty" / "points" / "added.json").write_text(json.dumps(CUSTOM_SCHEMA))
     stack.env["INTEGRATOR_SCHEMAS"] = str(schemas)
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
 
     async with http.get(stack.url + "/schemas") as response:
         assert [s["message"] for s in await response.json()] == ["loyalty:points:added"]

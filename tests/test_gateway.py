@@ -21,7 +21,7 @@ MAX_BODY = 2048
 async def gateway(stack: Stack, channel: AbstractChannel) -> AsyncIterator[Stack]:
     """A gateway with no validator behind it, so everything it publishes stays on `incoming`."""
     stack.env["INTEGRATOR_MAX_BODY_BYTES"] = str(MAX_BODY)
-    stack.start("gateway")
+    await stack.start("gateway")
     yield stack
     assert await depth(channel, f"{stack.prefix}.incoming") == 0, "a rejected request published something"
 
@@ -130,7 +130,7 @@ async def test_unknown_path_and_wrong_method(gateway: Stack, http: aiohttp.Clien
 async def test_accepted_message_is_on_incoming_exactly_as_answered(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway")
+    await stack.start("gateway")
     status, answer, _ = await send(http, stack.url + "/messages", orjson.dumps(NEW_PRODUCT))
     assert status == 202
     [message] = await take(channel, f"{stack.prefix}.incoming", 1)
@@ -145,9 +145,9 @@ async def test_503_with_retry_after_when_broker_unreachable(
     prefix: str, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     stack = Stack(prefix, tmp_path, {"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
-    stack.service("gateway").start("listening")
+    await stack.service("gateway").start("listening")
     try:
-        stack.service("gateway").wait_for_log("broker unreachable")
+        await stack.service("gateway").wait_for_log("broker unreachable")
         status, got, headers = await send(http, stack.url + "/messages", orjson.dumps(NEW_PRODUCT))
         assert (status, got["error"], headers["Retry-After"]) == (503, "broker unavailable; retry later", "1")
     finally:
@@ -159,8 +159,8 @@ async def test_health_and_readiness(stack: Stack, tmp_path: Path, http: aiohttp.
     down = Stack(
         stack.prefix, tmp_path / "down", {"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}
     )
-    up.start("gateway")
-    down.service("gateway").start("listening")
+    await up.start("gateway")
+    await down.service("gateway").start("listening")
     try:
         for stack, ready in ((up, 200), (down, 503)):
             async with http.get(stack.url + "/healthz") as response:

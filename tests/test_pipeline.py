@@ -28,7 +28,7 @@ async def post(http: aiohttp.ClientSession, stack: Stack, doc: dict, path: str =
 async def test_new_product_fans_out_to_every_matching_subscriber(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     answer = await post(http, stack, NEW_PRODUCT)
 
     assert {k: v for k, v in answer.items() if k != "message_id"} == NEW_PRODUCT
@@ -66,7 +66,7 @@ async def test_new_product_fans_out_to_every_matching_subscriber(
 async def test_store_path_form_and_store_filter(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     doc = {"message": VALID_ORDER["message"], "payload": VALID_ORDER["payload"]}
     answer = await post(http, stack, doc, f"/api/stores/{OTHER_STORE}/messages")
     assert answer["store_id"] == OTHER_STORE
@@ -87,7 +87,7 @@ async def test_message_nobody_subscribes_to_is_kept_in_unrouted(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, subscriptions_file
 ) -> None:
     subscriptions_file.write_text("subscribers:\n  erp:\n    messages: ['order:*']\n")
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     sent = {"message": "stock:change", "store_id": STORE, "payload": {"sku": "S", "quantity": -2}}
     answer = await post(http, stack, sent)
 
@@ -100,7 +100,7 @@ async def test_message_nobody_subscribes_to_is_kept_in_unrouted(
 async def test_invalid_payload_is_kept_in_rejected_with_every_error(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     sent = {
         "message": "order:new",
         "store_id": STORE,
@@ -131,7 +131,7 @@ async def test_unknown_type_passes_by_default_and_is_rejected_when_strict(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
     custom = {"message": "loyalty:points:added", "store_id": STORE, "payload": {"points": 5}}
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     await post(http, stack, custom)
     [message] = await take(channel, f"{stack.prefix}.accepted.store", 1)
     assert body(message)["payload"] == {"points": 5}
@@ -139,7 +139,7 @@ async def test_unknown_type_passes_by_default_and_is_rejected_when_strict(
     stack.service("validator").stop()
     stack.env["INTEGRATOR_STRICT_SCHEMAS"] = "true"
     stack.services.pop("validator")
-    stack.start("validator")
+    await stack.start("validator")
     answer = await post(http, stack, custom)
     [message] = await take(channel, f"{stack.prefix}.rejected", 1)
     assert message.message_id == answer["message_id"]
@@ -151,7 +151,7 @@ async def test_unknown_type_passes_by_default_and_is_rejected_when_strict(
 async def test_sigterm_stops_every_service_cleanly(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    stack.start("gateway", "validator", "router")
+    await stack.start("gateway", "validator", "router")
     answer = await post(http, stack, NEW_PRODUCT)
     await take(channel, f"{stack.prefix}.accepted.store", 1)
     for name in ("gateway", "validator", "router"):

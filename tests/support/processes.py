@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -43,22 +44,22 @@ class Service:
             )
         return offset
 
-    def start(self, ready_event: str, timeout: float = 20.0) -> Service:
-        self.wait_for_log(ready_event, timeout, self.launch())
+    async def start(self, ready_event: str, within: float = 20.0) -> Service:
+        await self.wait_for_log(ready_event, within, self.launch())
         return self
 
     def log_text(self, offset: int = 0) -> str:
         return self.log_path.read_bytes()[offset:].decode(errors="replace")
 
-    def wait_for_log(self, event: str, timeout: float = 20.0, offset: int = 0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for_log(self, event: str, within: float = 20.0, offset: int = 0) -> None:
+        deadline = time.monotonic() + within
         needle = f'"event":"{event}"'
         while needle not in self.log_text(offset):
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"{self.module} exited early:\n{self.log_text(offset)}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.module} never logged {event!r}:\n{self.log_text(offset)}")
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.process is not None
@@ -90,12 +91,12 @@ class Stack:
             self.services[name] = Service(f"services.{name}", env, self.workdir / f"{name}.log")
         return self.services[name]
 
-    def start(self, *names: str) -> Stack:
+    async def start(self, *names: str) -> Stack:
         """Launch the named services together and wait until each is ready for work."""
         offsets = {name: self.service(name).launch() for name in names}
         for name, offset in offsets.items():
             ready = "accepting messages" if name == "gateway" else "consuming"
-            self.service(name).wait_for_log(ready, offset=offset)
+            await self.service(name).wait_for_log(ready, offset=offset)
         return self
 
     def stop(self) -> None:

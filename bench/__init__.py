@@ -1,0 +1,1 @@
+"""`make bench`: throughput, latency, CPU and memory of the hub against a plain reference."""

@@ -1,0 +1,284 @@
+"""`python -m bench` (`make bench`): the hub against a plain reference, in one run, on this machine.
+
+Every phase runs real processes on the local broker under its own prefix; the load comes from
+`wrk` (or a paced Python client for fixed rates), never from inside a service process. Results
+are printed as a markdown report for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+import orjson
+
+from bench.corpus import SUBSCRIBERS, SUBSCRIPTIONS, wrk_script
+from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
+from integrator.settings import Settings
+from integrator.topology import Topology
+from tests.support.broker import delete_topology
+from tests.support.processes import ROOT, Stack, free_port
+
+AMQP_URL = Settings.from_env().amqp_url
+WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "5"))
+WINDOW = float(os.environ.get("BENCH_SECONDS", "15"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "15"))
+
+
+@dataclass
+class Saturation:
+    originals_per_s: float
+    copies_per_s: float
+    cpu_ms_per_original: dict[str, float]  # per process, plus "hub" and "machine"
+    rss_mb: dict[str, float]
+    ingest_per_s: float
+
+
+def prefix(kind: str) -> str:
+    return f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+async def depth(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
+    return (await channel.declare_queue(queue, passive=True)).declaration_result.message_count or 0
+
+
+async def declare(name: str) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        await Topology(name, 20).declare(await connection.channel(), SUBSCRIBERS)
+
+
+def wrk(url: str, script: Path, seconds: float, connections: int = 32) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), url],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def requests_per_s(wrk_output: str) -> float:
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", wrk_output).group(1))
+
+
+def python(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+async def wait_for_port(port: int, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -> Saturation:
+    """Over WINDOW seconds after WARMUP: originals reaching subscriber `store` (or `rejected`), CPU per original."""
+    topology = Topology(name, 20)
+    broker = broker_pid()
+    watched = {**pids, **({"rabbitmq": broker} if broker else {})}
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        await asyncio.sleep(WARMUP)
+
+        async def counts() -> tuple[int, int, int]:
+            store = await depth(channel, topology.accepted_queue("store"))
+            rejected = await depth(channel, topology.rejected)
+            incoming = await depth(channel, topology.incoming)
+            return store + rejected, store, incoming
+
+        cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
+        machine0, (done0, store0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
+        await asyncio.sleep(WINDOW)
+        done1, store1, in1 = await counts()
+        elapsed, machine1 = time.monotonic() - t0, machine_cpu_seconds()
+        cpu1 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
+    originals = max(done1 - done0, 1)
+    per = {k: (cpu1[k] - cpu0[k]) * 1000 / originals for k in cpu0}
+    per["hub"] = sum(per[k] for k in watched)
+    per["machine"] = (machine1 - machine0) * 1000 / originals
+    copies_per_original = len(SUBSCRIBERS)  # order:new reaches every subscriber
+    return Saturation(
+        originals_per_s=originals / elapsed,
+        copies_per_s=(store1 - store0) * copies_per_original / elapsed,
+        cpu_ms_per_original=per,
+        rss_mb={k: rss_mb(p) for k, p in pids.items()},
+        ingest_per_s=(done1 - done0 + in1 - in0) / elapsed,
+    )
+
+
+async def gateway_phase(workdir: Path, script: Path) -> dict[str, float]:
+    results = {}
+    name = prefix("gw")
+    stack = Stack(name, workdir / "gw", {})
+    await stack.start("gateway")
+    run = wrk(stack.url, script, WINDOW)
+    results["ours"] = requests_per_s(run.communicate()[0])
+    stack.stop()
+    await delete_topology(name, SUBSCRIBERS)
+
+    name, port = prefix("naive"), free_port()
+    await declare(name)
+    naive = python("-m", "bench.reference", "naive-gateway", name, str(port))
+    await wait_for_port(port)
+    await asyncio.sleep(1)
+    run = wrk(f"http://127.0.0.1:{port}", script, WINDOW)
+    results["naive"] = requests_per_s(run.communicate()[0])
+    naive.terminate()
+    naive.wait()
+    await delete_topology(name, SUBSCRIBERS)
+    return results
+
+
+async def reference_phase() -> Saturation:
+    name = prefix("ref")
+    await declare(name)
+    procs = {role: python("-m", "bench.reference", role, name) for role in ("validate", "route", "feed")}
+    try:
+        return await measure(name, {"validate": procs["validate"].pid, "route": procs["route"].pid},
+                             {"feed": procs["feed"].pid})  # fmt: skip
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait()
+        await delete_topology(name, SUBSCRIBERS)
+
+
+async def hub_phase(workdir: Path, script: Path, subscriptions: Path) -> Saturation:
+    name = prefix("hub")
+    stack = Stack(name, workdir / "hub", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)})
+    await stack.start("gateway", "validator", "router")
+    load = wrk(stack.url, script, WARMUP + WINDOW + 2, connections=64)
+    try:
+        pids = {n: s.process.pid for n, s in stack.services.items()}
+        return await measure(name, pids, {"wrk": load.pid})
+    finally:
+        load.communicate()
+        stack.stop()
+        await delete_topology(name, SUBSCRIBERS)
+
+
+async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict[str, float]:
+    name = prefix("lat")
+    stack = Stack(name, workdir / f"lat{int(rate)}", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)})
+    await stack.start("gateway", "validator", "router")
+    out = workdir / f"latency-{int(rate)}.json"
+    probe = python("-m", "bench.latency", "probe", Topology(name, 20).accepted_queue("store"),
+                   str(LATENCY_SECONDS + 3), str(out))  # fmt: skip
+    await asyncio.sleep(1)
+    pusher = python("-m", "bench.latency", "push", stack.url, str(rate), str(LATENCY_SECONDS))
+    await asyncio.to_thread(pusher.wait)
+    await asyncio.to_thread(probe.wait)
+    stack.stop()
+    await delete_topology(name, SUBSCRIBERS)
+    latencies = sorted(orjson.loads(out.read_bytes()))
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "rate": rate,
+        "count": len(latencies),
+        "p50": quantiles[49],
+        "p90": quantiles[89],
+        "p99": quantiles[98],
+    }
+
+
+def report(gateway: dict, reference: Saturation, hub: Saturation, latencies: list[dict]) -> str:
+    cpu = "\n".join(
+        f"| {k} | {v:.3f} |" for k, v in sorted(hub.cpu_ms_per_original.items(), key=lambda kv: -kv[1])
+    )
+    ref_cpu = "\n".join(f"| {k} | {v:.3f} |" for k, v in reference.cpu_ms_per_original.items())
+    lat = "\n".join(
+        f"| {r['rate']:.0f}/s | {r['count']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} |"
+        for r in latencies
+    )
+    return f"""## Run of {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+Machine: {os.cpu_count()} cores, {cpu_model()}; Python {platform.python_version()}; RabbitMQ {rabbitmq_version()}.
+Window: {WINDOW:.0f} s after {WARMUP:.0f} s warm-up. Messages: `order:new`, ~1.2 KB, one in ten invalid; 3 subscribers.
+
+| measure | hub | reference | ratio |
+|---|---|---|---|
+| originals/s delivered at saturation | {hub.originals_per_s:.0f} | {reference.originals_per_s:.0f} | {hub.originals_per_s / reference.originals_per_s:.2f}x |
+| copies/s delivered | {hub.copies_per_s:.0f} | {reference.copies_per_s:.0f} | |
+| hub CPU per original (services + RabbitMQ), ms | {hub.cpu_ms_per_original["hub"]:.2f} | {reference.cpu_ms_per_original["hub"]:.2f} | {reference.cpu_ms_per_original["hub"] / hub.cpu_ms_per_original["hub"]:.2f}x less |
+| machine CPU per original (everything, load generator too), ms | {hub.cpu_ms_per_original["machine"]:.2f} | {reference.cpu_ms_per_original["machine"]:.2f} | |
+| gateway requests/s with confirmed publishes (no consumers) | {gateway["ours"]:.0f} | {gateway["naive"]:.0f} (confirm awaited per request, aio-pika + json) | {gateway["ours"] / gateway["naive"]:.2f}x |
+| ingest (accepted by gateway or feed)/s during saturation | {hub.ingest_per_s:.0f} | {reference.ingest_per_s:.0f} | |
+
+CPU per original, hub, by process (ms):
+
+| process | ms |
+|---|---|
+{cpu}
+
+CPU per original, reference, by process (ms):
+
+| process | ms |
+|---|---|
+{ref_cpu}
+
+Resident memory at the end of saturation (MB): {", ".join(f"{k} {v:.0f}" for k, v in hub.rss_mb.items())}.
+
+End-to-end latency, gateway receipt to copy consumed from `accepted.store` (ms):
+
+| offered | copies | p50 | p90 | p99 |
+|---|---|---|---|---|
+{lat}
+"""
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def rabbitmq_version() -> str:
+    try:
+        out = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True, timeout=20).stdout
+        return out.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+async def run() -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
+    script = workdir / "post.lua"
+    script.write_text(wrk_script())
+    subscriptions = workdir / "subscriptions.yml"
+    subscriptions.write_text(SUBSCRIPTIONS)
+    print("gateway: ours vs a confirm-per-request handler ...", file=sys.stderr)
+    gateway = await gateway_phase(workdir, script)
+    print("reference relay chain at saturation ...", file=sys.stderr)
+    reference = await reference_phase()
+    print("hub at saturation ...", file=sys.stderr)
+    hub = await hub_phase(workdir, script, subscriptions)
+    print("latency at fixed rates ...", file=sys.stderr)
+    latencies = [
+        await latency_phase(workdir, subscriptions, rate) for rate in (100, round(hub.originals_per_s / 2))
+    ]
+    return report(gateway, reference, hub, latencies)
+
+
+def main() -> None:
+    if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
+        sys.exit("make bench needs wrk as its load generator: apt-get install wrk")
+    print(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

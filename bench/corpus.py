@@ -1,0 +1,75 @@
+"""The benchmark's messages: mostly valid ~1 KB `order:new` bodies, some invalid ones."""
+
+from __future__ import annotations
+
+import orjson
+
+STORE = "5279008084a81693d5000001"
+SUBSCRIPTIONS = """
+subscribers:
+  store:
+    messages: ["#"]
+  erp:
+    messages: ["order:*"]
+  mailer:
+    messages: ["order:new"]
+"""
+SUBSCRIBERS = ("store", "erp", "mailer")
+INVALID_EVERY = 10  # one message in ten fails its schema
+
+
+def order(i: int, valid: bool = True) -> dict:
+    address = {
+        "firstname": "Joe",
+        "lastname": "Smith",
+        "address1": "1234 Awesome Street",
+        "address2": None,
+        "zipcode": "90210",
+        "city": "Hollywood",
+        "state": "California",
+        "country": "US",
+        "phone": "0000000000",
+    }
+    return {
+        "message": "order:new",
+        "store_id": STORE,
+        "payload": {
+            "order": {
+                "number": f"R{100000000 + i}",
+                "channel": "spree",
+                "email": "spree@example.com",
+                "currency": "USD",
+                "placed_on": "2014-02-03T17:29:15.219Z",
+                "updated_at": "2014-02-03T17:29:15.219Z",
+                "status": "complete",
+                "totals": {"item": 99.95, "adjustment": 15, "tax": 5, "shipping": 0, "payment": 114.95, "order": 114.95},
+                "line_items": [
+                    {"name": "Spree T-Shirt", "sku": "SPREE-T-SHIRT", "quantity": 1 if valid else "two", "price": "19.99", "variant_id": 1},
+                    {"name": "Spree Mug", "sku": "SPREE-MUG", "quantity": 2, "price": "9.99", "variant_id": 2},
+                ],
+                "adjustments": [{"name": "Tax", "value": "5.0"}, {"name": "Shipping", "value": 10}],
+                "shipping_address": address,
+                "billing_address": address,
+                "payments": [{"number": 63, "status": "completed", "amount": 114.95, "payment_method": "Credit Card"}],
+            }
+        },
+    }  # fmt: skip
+
+
+def bodies(count: int = 100) -> list[bytes]:
+    return [orjson.dumps(order(i, valid=i % INVALID_EVERY != 0)) for i in range(count)]
+
+
+def wrk_script(count: int = 100) -> str:
+    """A wrk Lua script that POSTs the corpus round-robin."""
+    quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count))
+    return f"""
+local bodies = {{ {quoted} }}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/messages", nil, bodies[i])
+end
+"""

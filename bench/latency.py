@@ -1,0 +1,66 @@
+"""Fixed-rate pushes and an end-to-end latency probe, each its own process.
+
+`python -m bench.latency push URL RATE SECONDS`: POST the corpus at RATE per second.
+`python -m bench.latency probe QUEUE SECONDS OUT`: consume QUEUE, recording now - `received_at`
+(stamped by the gateway on receipt) for every copy, into OUT as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import orjson
+
+from bench.corpus import bodies
+from integrator.envelope import now_ms
+from integrator.settings import Settings
+
+
+async def push(url: str, rate: float, seconds: float) -> None:
+    corpus = bodies()
+    count = int(rate * seconds)
+    start = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+        async def send(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            async with http.post(
+                url + "/messages", data=corpus[i % len(corpus)], headers={"Content-Type": "application/json"}
+            ) as response:
+                await response.read()
+
+        await asyncio.gather(*(send(i) for i in range(count)))
+
+
+async def probe(queue_name: str, seconds: float) -> list[int]:
+    latencies: list[int] = []
+    connection = await aio_pika.connect(Settings.from_env().amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=500)
+        queue = await channel.get_queue(queue_name, ensure=False)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            latencies.append(now_ms() - message.headers["received_at"])
+            await message.ack()
+
+        await queue.consume(on_message)
+        await asyncio.sleep(seconds)
+    return latencies
+
+
+def main() -> None:
+    role = sys.argv[1]
+    if role == "push":
+        asyncio.run(push(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
+    else:
+        Path(sys.argv[4]).write_bytes(orjson.dumps(asyncio.run(probe(sys.argv[2], float(sys.argv[3])))))
+
+
+if __name__ == "__main__":
+    main()

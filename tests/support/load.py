@@ -1,0 +1,124 @@
+"""Pushing a known set of messages as a client would (retrying 503s), and counting what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from aio_pika.abc import AbstractChannel
+
+from integrator.ids import child_message_id
+from tests.conftest import STORE
+
+FAULT_MESSAGES = int(os.environ.get("INTEGRATOR_FAULT_MESSAGES", "300"))
+"""Messages per fault test; `make soak` raises it."""
+
+
+def product(i: int) -> dict:
+    return {
+        "message": "product:new",
+        "store_id": STORE,
+        "payload": {"id": i, "name": f"Product {i}", "price": "9.99"},
+    }
+
+
+@dataclass
+class Push:
+    """Progress of a push: parents that got a 202, and how many answers asked for a retry."""
+
+    accepted: list[str] = field(default_factory=list)
+    retried: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    async def reached(self, count: int, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"only {len(self.accepted)} of {count} accepted"
+            await asyncio.sleep(0.01)
+
+
+async def push(
+    url: str, docs: list[dict], progress: Push, rate: float = 100, concurrency: int = 16, within: float = 120
+) -> Push:
+    """POST every doc, `rate` new ones a second, until each gets a 202; a 503 or a dropped
+    connection is retried, as clients do. The pacing makes the stream span the injected fault."""
+    pending = list(reversed(list(enumerate(docs))))
+    start = time.monotonic()
+    deadline = start + within
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while pending:
+            index, doc = pending.pop()
+            await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+            while True:
+                assert time.monotonic() < deadline, "push did not finish in time"
+                try:
+                    async with http.post(url + "/messages", data=orjson.dumps(doc), headers=JSON) as response:
+                        progress.statuses[response.status] = progress.statuses.get(response.status, 0) + 1
+                        if response.status == 202:
+                            progress.accepted.append((await response.json())["message_id"])
+                            break
+                        assert response.status == 503, await response.text()
+                        assert response.headers["Retry-After"] == "1"
+                except aiohttp.ClientError:
+                    pass
+                progress.retried += 1
+                await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    return progress
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Arrivals:
+    """What one subscriber queue held against what it should."""
+
+    expected: int
+    delivered: int  # distinct expected message ids seen
+    duplicates: int  # copies of an id seen before
+    unexpected: int  # ids of parents the client never got a 202 for (a retried push the broker kept)
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.delivered
+
+
+async def arrivals(
+    channel: AbstractChannel, queue: str, parents: list[str], subscriber: str, within: float = 90
+) -> Arrivals:
+    """Consume `queue` until every expected child arrived (or time runs out), then until quiet."""
+    expected = {child_message_id(p, subscriber) for p in parents}
+    seen: set[str] = set()
+    duplicates = unexpected = 0
+    q = await channel.get_queue(queue, ensure=False)
+    deadline = time.monotonic() + within
+    quiet_since = None
+    while True:
+        message = await q.get(no_ack=True, fail=False)
+        if message is None:
+            if expected <= seen:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 1.0:
+                    break
+            elif time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+            continue
+        quiet_since = None
+        message_id = message.message_id
+        if message_id in seen:
+            duplicates += 1
+        elif message_id in expected:
+            seen.add(message_id)
+        else:
+            unexpected += 1
+            seen.add(message_id)
+    return Arrivals(len(expected), len(seen & expected), duplicates, unexpected)

@@ -1,0 +1,79 @@
+"""The shared consume-and-ack loop, in process, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+
+from integrator.consumer import Consumer
+from integrator.publisher import Outbound, Publisher
+from integrator.topology import Topology
+from tests.support.broker import AMQP_URL, delete_topology, take
+
+
+@pytest.fixture
+async def connection(prefix: str) -> AsyncIterator[AbstractConnection]:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        yield connection
+    await delete_topology(prefix)
+
+
+async def run_consumer(connection: AbstractConnection, topology: Topology, handler, stopping: asyncio.Event):
+    channel = await connection.channel(publisher_confirms=True)
+    await topology.declare(channel)
+    publisher = await Publisher.on(channel, 5)
+    consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping)
+    return asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
+
+
+async def test_a_message_whose_handler_always_raises_is_dead_lettered_and_the_rest_flow(
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel
+) -> None:
+    topology = Topology(prefix, delivery_limit=2)
+    attempts: list[bytes] = []
+
+    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+        attempts.append(delivery.body)
+        if delivery.body == b"boom":
+            raise ValueError("cannot handle this")
+        return [Outbound(topology.validated, "", delivery.body, delivery.header.properties)]
+
+    stopping = asyncio.Event()
+    consuming = await run_consumer(connection, topology, handler, stopping)
+    incoming = await channel.get_exchange(topology.incoming, ensure=False)
+    for body in (b"one", b"boom", b"two"):
+        await incoming.publish(aio_pika.Message(body, message_id=body.decode()), routing_key="")
+
+    assert sorted(m.body for m in await take(channel, topology.validated, 2)) == [b"one", b"two"]
+    [dead] = await take(channel, topology.dead, 1)
+    assert dead.body == b"boom"
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert attempts.count(b"boom") == 3, "the first delivery and two redeliveries"
+    stopping.set()
+    await consuming
+
+
+async def test_stop_finishes_what_was_delivered(
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel
+) -> None:
+    topology = Topology(prefix, delivery_limit=2)
+    stopping = asyncio.Event()
+
+    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+        stopping.set()  # asked to stop while this batch is in hand
+        return [Outbound(topology.validated, "", delivery.body, delivery.header.properties)]
+
+    consuming = await run_consumer(connection, topology, handler, stopping)
+    incoming = await channel.get_exchange(topology.incoming, ensure=False)
+    for i in range(5):
+        await incoming.publish(aio_pika.Message(b"m%d" % i, message_id=str(i)), routing_key="")
+    await asyncio.wait_for(consuming, 10)
+    queue = await channel.declare_queue(topology.incoming, passive=True)
+    handled = await take(channel, topology.validated, 5 - queue.declaration_result.message_count)
+    assert len(handled) + queue.declaration_result.message_count == 5, "each message handled or still queued"

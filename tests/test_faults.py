@@ -1,0 +1,203 @@
+"""Nothing lost: faults injected while a known stream of messages flows, real broker and processes.
+
+Every test pushes FAULT_MESSAGES products (each goes to subscribers `store` and `erp`), retrying
+503s as a client does, injects its fault mid-stream, then checks that each subscriber queue holds
+a copy of every message that got a 202 (duplicates allowed, counted, and de-duplicable by id).
+`make soak` runs the same tests with more messages and writes their numbers to a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aio_pika
+import orjson
+import pytest
+from aio_pika.abc import AbstractChannel
+
+from tests.support.broker import AMQP_URL, body, depth, take
+from tests.support.load import FAULT_MESSAGES, Push, arrivals, product, push
+from tests.support.processes import Stack
+from tests.support.proxy import Proxy
+
+BROKER = urlparse(AMQP_URL)
+
+
+async def deliveries_check(fault: str, channel: AbstractChannel, stack: Stack, progress: Push) -> None:
+    """Assert nothing accepted was lost; print (and with INTEGRATOR_FAULT_REPORT, record) the numbers."""
+    results = {
+        subscriber: await arrivals(
+            channel, f"{stack.prefix}.accepted.{subscriber}", progress.accepted, subscriber
+        )
+        for subscriber in ("store", "erp")
+    }
+    line = {
+        "fault": fault,
+        "sent": FAULT_MESSAGES,
+        "accepted": len(progress.accepted),
+        "retried": progress.retried,
+        **{
+            f"{s}_{k}": getattr(a, k)
+            for s, a in results.items()
+            for k in ("delivered", "duplicates", "unexpected", "lost")
+        },
+    }
+    print(json.dumps(line))
+    if report := os.environ.get("INTEGRATOR_FAULT_REPORT"):
+        with Path(report).open("a") as f:  # noqa: ASYNC230 - one line, once per test
+            f.write(json.dumps(line) + "\n")
+    assert len(progress.accepted) == FAULT_MESSAGES
+    assert len(set(progress.accepted)) == FAULT_MESSAGES
+    for subscriber, result in results.items():
+        assert result.lost == 0, (subscriber, result)
+
+
+@pytest.fixture
+async def proxy():
+    proxy = await Proxy(BROKER.hostname or "localhost", BROKER.port or 5672).start()
+    yield proxy
+    await proxy.close()
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None or BROKER.hostname not in ("localhost", "127.0.0.1"),
+    reason="needs a local RabbitMQ this test may restart",
+)
+async def test_broker_restarted_mid_stream(stack: Stack) -> None:
+    await stack.start("gateway", "validator", "router")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    await progress.reached(FAULT_MESSAGES // 3)
+    await asyncio.to_thread(rabbitmqctl, "stop_app")
+    await asyncio.sleep(1)
+    await asyncio.to_thread(rabbitmqctl, "start_app")
+    await asyncio.to_thread(rabbitmqctl, "await_startup")
+    await pushing
+    assert progress.statuses.get(503, 0) > 0, "the gateway refused while the broker was down"
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        await deliveries_check("broker restarted", await connection.channel(), stack, progress)
+
+
+async def test_validator_then_router_killed_mid_stream(stack: Stack, channel: AbstractChannel) -> None:
+    await stack.start("gateway", "validator", "router")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    for name, point in (("validator", 3), ("router", 2)):
+        await progress.reached(FAULT_MESSAGES // point)
+        stack.service(name).kill()
+        await asyncio.sleep(0.3)
+        await stack.start(name)
+    await pushing
+    await deliveries_check("validator and router SIGKILLed", channel, stack, progress)
+
+
+async def test_service_connections_cut_and_restored(
+    stack: Stack, channel: AbstractChannel, proxy: Proxy
+) -> None:
+    stack.env["AMQP_URL"] = proxy.url()
+    await stack.start("gateway", "validator", "router")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    for point in (4, 2):
+        await progress.reached(FAULT_MESSAGES // point)
+        proxy.cut()
+        await asyncio.sleep(1.0)
+        proxy.restore()
+    await pushing
+    await deliveries_check("connections cut twice for 1s", channel, stack, progress)
+
+
+async def test_gateway_503_while_broker_unreachable_then_recovers(
+    stack: Stack, channel: AbstractChannel, proxy: Proxy
+) -> None:
+    await stack.start("validator", "router")
+    stack.env["AMQP_URL"] = proxy.url()
+    await stack.start("gateway")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    await progress.reached(FAULT_MESSAGES // 3)
+    proxy.cut()
+    accepted_before = len(progress.accepted)
+    await asyncio.sleep(1.5)
+    refused_while_cut = progress.statuses.get(503, 0)
+    assert refused_while_cut > 0
+    assert len(progress.accepted) - accepted_before <= 16, "no 202 once the link is known to be down"
+    proxy.restore()
+    await pushing
+    await stack.service("gateway").wait_for_log("accepting messages")
+    await deliveries_check("gateway cut off from the broker for 1.5s", channel, stack, progress)
+
+
+async def test_poison_messages_do_not_block_the_stream(stack: Stack, channel: AbstractChannel) -> None:
+    await stack.start("gateway", "validator", "router")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    await progress.reached(FAULT_MESSAGES // 3)
+    incoming = await channel.get_exchange(f"{stack.prefix}.incoming", ensure=False)
+    validated = await channel.get_exchange(f"{stack.prefix}.validated", ensure=False)
+    for poison in (b"not json", b"[1, 2]", orjson.dumps(product(0))):  # the last lacks message_id
+        await incoming.publish(aio_pika.Message(poison, message_id="poison-in"), routing_key="")
+    for poison in (b"\xff\xfe", orjson.dumps({"message": "order:new"})):
+        await validated.publish(aio_pika.Message(poison, message_id="poison-routed"), routing_key="")
+    await pushing
+    await deliveries_check("poison messages mixed in", channel, stack, progress)
+
+    rejected = await take(channel, f"{stack.prefix}.rejected", 3)
+    assert [[e["path"] + " " + e["rule"] for e in m.headers["errors"]] for m in rejected] == [
+        [" json"],
+        [" type"],
+        ["/message_id required"],
+    ]
+    dead = await take(channel, f"{stack.prefix}.dead", 2)
+    assert [m.headers["reason"].split(":")[0] for m in dead] == ["not a validated message"] * 2
+    assert [m.body for m in dead] == [b"\xff\xfe", orjson.dumps({"message": "order:new"})], "kept untouched"
+
+
+async def test_subscriber_that_keeps_failing_dead_letters_after_the_limit(
+    stack: Stack, channel: AbstractChannel
+) -> None:
+    stack.env["INTEGRATOR_DELIVERY_LIMIT"] = "2"
+    await stack.start("gateway", "validator", "router")
+    progress = await push(stack.url, [product(1)], Push())
+    queue = await channel.get_queue(f"{stack.prefix}.accepted.erp", ensure=False)
+    for _ in range(3):  # the first delivery plus `delivery limit` redeliveries
+        [message] = await take(channel, queue.name, 0) or [await _get(queue)]
+        await message.nack(requeue=True)
+    [dead] = await take(channel, f"{stack.prefix}.dead", 1)
+    assert body(dead)["parent_id"] == progress.accepted[0]
+    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert dead.headers["x-death"][0]["queue"] == f"{stack.prefix}.accepted.erp"
+
+
+async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    for _ in range(500):
+        if (message := await queue.get(fail=False)) is not None:
+            return message
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing arrived on {queue.name}")
+
+
+async def test_validator_and_router_stopped_with_sigterm_mid_stream_lose_and_repeat_nothing(
+    stack: Stack, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    progress = Push()
+    pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
+    for name, point in (("validator", 3), ("router", 2)):
+        await progress.reached(FAULT_MESSAGES // point)
+        assert stack.service(name).stop() == 0
+        await stack.start(name)
+    await pushing
+    await deliveries_check("validator and router SIGTERMed", channel, stack, progress)
+    for subscriber in ("store", "erp"):
+        assert await depth(channel, f"{stack.prefix}.accepted.{subscriber}") == 0
