@@ -41,7 +41,7 @@ class Saturation:
     originals_per_s: float
     copies_per_s: float
     cpu_ms_per_original: dict[str, float]  # per process, plus "hub" and "machine"
-    rss_mb: dict[str, float]
+    rss_mb: dict[str, tuple[float, float]]  # at the start and the end of the window
     ingest_per_s: float
 
 
@@ -100,6 +100,7 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
             incoming = await depth(channel, topology.incoming)
             return store + rejected, store, incoming
 
+        rss0 = {k: rss_mb(p) for k, p in pids.items()}
         cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
         machine0, (done0, store0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
         await asyncio.sleep(WINDOW)
@@ -115,18 +116,34 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
         originals_per_s=originals / elapsed,
         copies_per_s=(store1 - store0) * copies_per_original / elapsed,
         cpu_ms_per_original=per,
-        rss_mb={k: rss_mb(p) for k, p in pids.items()},
+        rss_mb={k: (rss0[k], rss_mb(p)) for k, p in pids.items()},
         ingest_per_s=(done1 - done0 + in1 - in0) / elapsed,
     )
 
 
-async def gateway_phase(workdir: Path, script: Path) -> dict[str, float]:
+@dataclass
+class GatewayRun:
+    requests_per_s: float
+    gateway_cpu_ms: float  # per request, the gateway process
+    broker_cpu_ms: float  # per request, RabbitMQ
+
+
+async def drive_gateway(url: str, pid: int, script: Path) -> GatewayRun:
+    broker = broker_pid()
+    before = (cpu_seconds(pid), cpu_seconds(broker) if broker else 0.0)
+    output = (await asyncio.to_thread(wrk(url, script, WINDOW).communicate))[0]
+    after = (cpu_seconds(pid), cpu_seconds(broker) if broker else 0.0)
+    rate = requests_per_s(output)
+    count = rate * WINDOW
+    return GatewayRun(rate, (after[0] - before[0]) * 1000 / count, (after[1] - before[1]) * 1000 / count)
+
+
+async def gateway_phase(workdir: Path, script: Path) -> dict[str, GatewayRun]:
     results = {}
     name = prefix("gw")
     stack = Stack(name, workdir / "gw", {})
     await stack.start("gateway")
-    run = wrk(stack.url, script, WINDOW)
-    results["ours"] = requests_per_s(run.communicate()[0])
+    results["ours"] = await drive_gateway(stack.url, stack.service("gateway").process.pid, script)
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
 
@@ -135,8 +152,7 @@ async def gateway_phase(workdir: Path, script: Path) -> dict[str, float]:
     naive = python("-m", "bench.reference", "naive-gateway", name, str(port))
     await wait_for_port(port)
     await asyncio.sleep(1)
-    run = wrk(f"http://127.0.0.1:{port}", script, WINDOW)
-    results["naive"] = requests_per_s(run.communicate()[0])
+    results["naive"] = await drive_gateway(f"http://127.0.0.1:{port}", naive.pid, script)
     naive.terminate()
     naive.wait()
     await delete_topology(name, SUBSCRIBERS)
@@ -215,7 +231,9 @@ Window: {WINDOW:.0f} s after {WARMUP:.0f} s warm-up. Messages: `order:new`, ~1.2
 | copies/s delivered | {hub.copies_per_s:.0f} | {reference.copies_per_s:.0f} | |
 | hub CPU per original (services + RabbitMQ), ms | {hub.cpu_ms_per_original["hub"]:.2f} | {reference.cpu_ms_per_original["hub"]:.2f} | {reference.cpu_ms_per_original["hub"] / hub.cpu_ms_per_original["hub"]:.2f}x less |
 | machine CPU per original (everything, load generator too), ms | {hub.cpu_ms_per_original["machine"]:.2f} | {reference.cpu_ms_per_original["machine"]:.2f} | |
-| gateway requests/s with confirmed publishes (no consumers) | {gateway["ours"]:.0f} | {gateway["naive"]:.0f} (confirm awaited per request, aio-pika + json) | {gateway["ours"] / gateway["naive"]:.2f}x |
+| gateway requests/s with confirmed publishes (no consumers) | {gateway["ours"].requests_per_s:.0f} | {gateway["naive"].requests_per_s:.0f} (confirm awaited per request, aio-pika + json) | {gateway["ours"].requests_per_s / gateway["naive"].requests_per_s:.2f}x |
+| gateway process CPU per request, ms | {gateway["ours"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms / gateway["ours"].gateway_cpu_ms:.2f}x less |
+| RabbitMQ CPU per gateway request, ms | {gateway["ours"].broker_cpu_ms:.3f} | {gateway["naive"].broker_cpu_ms:.3f} | |
 | ingest (accepted by gateway or feed)/s during saturation | {hub.ingest_per_s:.0f} | {reference.ingest_per_s:.0f} | |
 
 CPU per original, hub, by process (ms):
@@ -230,7 +248,7 @@ CPU per original, reference, by process (ms):
 |---|---|
 {ref_cpu}
 
-Resident memory at the end of saturation (MB): {", ".join(f"{k} {v:.0f}" for k, v in hub.rss_mb.items())}.
+Resident memory over the saturation window, start -> end (MB): {", ".join(f"{k} {a:.0f} -> {b:.0f}" for k, (a, b) in hub.rss_mb.items())}.
 
 End-to-end latency, gateway receipt to copy consumed from `accepted.store` (ms):
 

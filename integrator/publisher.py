@@ -48,6 +48,7 @@ class Publisher:
                 properties=out.properties,
                 mandatory=True,
                 timeout=self._timeout,
+                wait=False,  # the confirm is awaited; waiting for the socket drain too costs ~20% CPU
             )
         except TimeoutError:
             raise PublishFailed(f"no confirm from the broker within {self._timeout}s") from None

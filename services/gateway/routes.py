@@ -80,7 +80,7 @@ async def _accept(request: web.Request, doc: dict) -> web.Response:
         raise Problem(422, "invalid message envelope", errors)
     message, store_id = doc["message"], doc["store_id"]
     message_id = new_message_id()
-    body = envelope.dump(message, message_id, store_id, doc["payload"])
+    body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
     headers = {"store_id": store_id, "received_at": envelope.now_ms()}
     broker = request.app[BROKER]
     try:

@@ -20,6 +20,7 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             doc = orjson.loads(delivery.body)
             message, parent_id, store_id = doc["message"], doc["message_id"], doc["store_id"]
             subscribers = subscriptions.match(message, store_id)
+            payload_json = orjson.dumps(doc["payload"])
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             # Only something that bypassed the validator gets here; keep it where a person looks.
             reason = f"not a validated message: {type(exc).__name__}: {exc}"
@@ -33,7 +34,7 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             headers = {"parent_id": parent_id, "store_id": store_id, "subscriber": subscriber}
             if received_at is not None:
                 headers["received_at"] = received_at
-            body = envelope.dump(message, child_id, store_id, doc["payload"], parent_id=parent_id)
+            body = envelope.dump(message, child_id, store_id, payload_json, parent_id=parent_id)
             outs.append(
                 Outbound(topology.accepted, subscriber, body, envelope.properties(message, child_id, headers))
             )
