@@ -23,7 +23,7 @@ from pathlib import Path
 import aio_pika
 import orjson
 
-from bench.corpus import SUBSCRIBERS, SUBSCRIPTIONS, wrk_script
+from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, wrk_script
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
 from integrator.settings import Settings
 from integrator.topology import Topology
@@ -34,6 +34,8 @@ AMQP_URL = Settings.from_env().amqp_url
 WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "5"))
 WINDOW = float(os.environ.get("BENCH_SECONDS", "15"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "15"))
+OVERLOAD_SECONDS = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "60"))
+UNLIMITED = {"INTEGRATOR_STORE_RATE": "0"}  # one store drives the load: no per-store limit
 
 
 @dataclass
@@ -175,7 +177,7 @@ async def reference_phase() -> Saturation:
 
 async def hub_phase(workdir: Path, script: Path, subscriptions: Path) -> Saturation:
     name = prefix("hub")
-    stack = Stack(name, workdir / "hub", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)})
+    stack = Stack(name, workdir / "hub", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
     await stack.start("gateway", "validator", "router")
     load = wrk(stack.url, script, WARMUP + WINDOW + 2, connections=64)
     try:
@@ -189,7 +191,9 @@ async def hub_phase(workdir: Path, script: Path, subscriptions: Path) -> Saturat
 
 async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict[str, float]:
     name = prefix("lat")
-    stack = Stack(name, workdir / f"lat{int(rate)}", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)})
+    stack = Stack(
+        name, workdir / f"lat{int(rate)}", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED}
+    )
     await stack.start("gateway", "validator", "router")
     out = workdir / f"latency-{int(rate)}.json"
     probe = python("-m", "bench.latency", "probe", Topology(name, 20).accepted_queue("store"),
@@ -200,18 +204,67 @@ async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict
     await asyncio.to_thread(probe.wait)
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
-    latencies = sorted(orjson.loads(out.read_bytes()))
-    quantiles = statistics.quantiles(latencies, n=100)
-    return {
-        "rate": rate,
-        "count": len(latencies),
-        "p50": quantiles[49],
-        "p90": quantiles[89],
-        "p99": quantiles[98],
-    }
+    return {"rate": rate, **percentiles([latency for _, latency in orjson.loads(out.read_bytes())])}
 
 
-def report(gateway: dict, reference: Saturation, hub: Saturation, latencies: list[dict]) -> str:
+def percentiles(latencies: list[int]) -> dict[str, float]:
+    quantiles = statistics.quantiles(sorted(latencies), n=100)
+    return {"count": len(latencies), "p50": quantiles[49], "p90": quantiles[89], "p99": quantiles[98]}
+
+
+@dataclass
+class Overload:
+    offered_per_s: float
+    answers: dict[str, int]  # accepted (202), refused (503), limited (429), other
+    delivered_per_s: float  # valid originals reaching `store` during the flood, after warm-up
+    latency: dict[str, float]  # of copies arriving during the flood, after warm-up
+    delivered_after_drain: int  # valid copies on `store` plus messages on `rejected`
+    drain_seconds: float
+
+
+async def overload_phase(workdir: Path, subscriptions: Path) -> Overload:
+    """Flood far past saturation for OVERLOAD_SECONDS, then let the backlog drain and count."""
+    name = prefix("flood")
+    topology = Topology(name, 20)
+    stack = Stack(name, workdir / "flood", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
+    await stack.start("gateway", "validator", "router")
+    script = workdir / "flood.lua"
+    script.write_text(wrk_script(count_statuses=True))
+    out = workdir / "flood-latency.json"
+    store = topology.accepted_queue("store")
+    probe = python("-m", "bench.latency", "probe", store, str(OVERLOAD_SECONDS + 20), str(out))
+    await asyncio.sleep(1)
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        started = time.time() * 1000
+        flood = wrk(stack.url, script, OVERLOAD_SECONDS, connections=128)
+        output = (await asyncio.to_thread(flood.communicate))[0]
+        ended = time.time() * 1000
+        drain_start = time.monotonic()
+        while await depth(channel, topology.incoming) + await depth(channel, topology.validated):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        drain_seconds = time.monotonic() - drain_start
+        await asyncio.to_thread(probe.wait)
+        rejected = await depth(channel, topology.rejected)
+    stack.stop()
+    await delete_topology(name, SUBSCRIBERS)
+    statuses = re.search(r"STATUS (\d+) (\d+) (\d+) (\d+)", output).groups()
+    answers = dict(zip(("accepted", "refused", "limited", "other"), map(int, statuses), strict=True))
+    arrivals = orjson.loads(out.read_bytes())
+    steady = [latency for t, latency in arrivals if started + WARMUP * 1000 <= t <= ended]
+    return Overload(
+        offered_per_s=requests_per_s(output),
+        answers=answers,
+        delivered_per_s=len(steady) / ((ended - started) / 1000 - WARMUP),
+        latency=percentiles(steady),
+        delivered_after_drain=len(arrivals) + rejected,
+        drain_seconds=drain_seconds,
+    )
+
+
+def report(
+    gateway: dict, reference: Saturation, hub: Saturation, latencies: list[dict], overload: Overload
+) -> str:
     cpu = "\n".join(
         f"| {k} | {v:.3f} |" for k, v in sorted(hub.cpu_ms_per_original.items(), key=lambda kv: -kv[1])
     )
@@ -255,6 +308,18 @@ End-to-end latency, gateway receipt to copy consumed from `accepted.store` (ms):
 | offered | copies | p50 | p90 | p99 |
 |---|---|---|---|---|
 {lat}
+
+Overload: wrk with 128 connections for {OVERLOAD_SECONDS:.0f} s, as fast as the gateway answers.
+
+| measure | value |
+|---|---|
+| offered requests/s | {overload.offered_per_s:.0f} ({overload.offered_per_s / hub.originals_per_s:.1f}x saturation) |
+| answers | {", ".join(f"{k} {v}" for k, v in overload.answers.items())} |
+| refused share | {overload.answers["refused"] / max(sum(overload.answers.values()), 1):.1%} |
+| valid originals delivered/s during the flood | {overload.delivered_per_s:.0f} ({overload.delivered_per_s / (hub.originals_per_s * (1 - 1 / INVALID_EVERY)):.0%} of the valid share at saturation) |
+| end-to-end latency of accepted messages during the flood, p50 / p90 / p99 ms | {overload.latency["p50"]:.0f} / {overload.latency["p90"]:.0f} / {overload.latency["p99"]:.0f} |
+| backlog drained after the flood in | {overload.drain_seconds:.1f} s |
+| 202s vs messages delivered (store + rejected) after draining | {overload.answers["accepted"]} vs {overload.delivered_after_drain} ({"none lost" if overload.delivered_after_drain >= overload.answers["accepted"] else "LOST " + str(overload.answers["accepted"] - overload.delivered_after_drain)}) |
 """
 
 
@@ -289,7 +354,9 @@ async def run() -> str:
     latencies = [
         await latency_phase(workdir, subscriptions, rate) for rate in (100, round(hub.originals_per_s / 2))
     ]
-    return report(gateway, reference, hub, latencies)
+    print(f"overload for {OVERLOAD_SECONDS:.0f} s ...", file=sys.stderr)
+    overload = await overload_phase(workdir, subscriptions)
+    return report(gateway, reference, hub, latencies, overload)
 
 
 def main() -> None:

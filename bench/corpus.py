@@ -60,10 +60,11 @@ def bodies(count: int = 100) -> list[bytes]:
     return [orjson.dumps(order(i, valid=i % INVALID_EVERY != 0)) for i in range(count)]
 
 
-def wrk_script(count: int = 100) -> str:
-    """A wrk Lua script that POSTs the corpus round-robin."""
+def wrk_script(count: int = 100, count_statuses: bool = False) -> str:
+    """A wrk Lua script that POSTs the corpus round-robin; optionally it tallies answers by
+    status and prints `STATUS accepted refused limited other` at the end (it costs wrk some CPU)."""
     quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count))
-    return f"""
+    script = f"""
 local bodies = {{ {quoted} }}
 local i = 0
 wrk.method = "POST"
@@ -73,3 +74,23 @@ request = function()
   return wrk.format(nil, "/messages", nil, bodies[i])
 end
 """
+    if count_statuses:
+        script += """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+accepted, refused, limited, other = 0, 0, 0, 0
+function response(status, headers, body)
+  if status == 202 then accepted = accepted + 1
+  elseif status == 503 then refused = refused + 1
+  elseif status == 429 then limited = limited + 1
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local a, r, l, o = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("accepted"); r = r + t:get("refused"); l = l + t:get("limited"); o = o + t:get("other")
+  end
+  io.write(string.format("STATUS %d %d %d %d\\n", a, r, l, o))
+end
+"""
+    return script

@@ -2,7 +2,7 @@
 
 `python -m bench.latency push URL RATE SECONDS`: POST the corpus at RATE per second.
 `python -m bench.latency probe QUEUE SECONDS OUT`: consume QUEUE, recording now - `received_at`
-(stamped by the gateway on receipt) for every copy, into OUT as JSON.
+(stamped by the gateway on receipt) for every copy, as [arrival ms, latency ms] pairs in OUT.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ async def push(url: str, rate: float, seconds: float) -> None:
         await asyncio.gather(*(send(i) for i in range(count)))
 
 
-async def probe(queue_name: str, seconds: float) -> list[int]:
-    latencies: list[int] = []
+async def probe(queue_name: str, seconds: float) -> list[tuple[int, int]]:
+    latencies: list[tuple[int, int]] = []
     connection = await aio_pika.connect(Settings.from_env().amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -46,7 +46,8 @@ async def probe(queue_name: str, seconds: float) -> list[int]:
         queue = await channel.get_queue(queue_name, ensure=False)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            latencies.append(now_ms() - message.headers["received_at"])
+            now = now_ms()
+            latencies.append((now, now - message.headers["received_at"]))
             await message.ack()
 
         await queue.consume(on_message)

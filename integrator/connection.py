@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
@@ -16,6 +17,7 @@ log = logging.getLogger("integrator.connection")
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 FIRST_DELAY = 0.2
+STABLE_SESSION = 10.0  # seconds a session must last for the backoff to start over
 MAX_DELAY = 5.0
 BROKER_ERRORS = (
     aiormq.exceptions.AMQPError,
@@ -39,12 +41,11 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
             return await aio_pika.connect(
                 url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
             )
-        except BROKER_ERRORS as exc:
+        except Exception as exc:  # any failure to connect is worth another try
             log.warning(
                 "broker unreachable", extra={"attempt": attempt, "retry_in": delay, "error": repr(exc)}
             )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay)
+        await _sleep(delay, stopping)
         delay = min(delay * 2, MAX_DELAY)
         attempt += 1
     return None
@@ -56,8 +57,10 @@ async def stay_connected(url: str, name: str, session: Session, stopping: asynci
     A session returns when `stopping` is set. It is cancelled if its connection is lost, and may
     raise a broker error when its channel is; either way a new connection follows.
     """
+    quick_failures = 0
     while (connection := await connect(url, name, stopping)) is not None:
         log.info("connected to broker")
+        started = time.monotonic()
         lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
         running = asyncio.create_task(session(connection))
@@ -71,9 +74,30 @@ async def stay_connected(url: str, name: str, session: Session, stopping: asynci
                 await running
         except BROKER_ERRORS as exc:
             log.warning("broker connection lost", extra={"error": repr(exc)})
+        except Exception as exc:
+            # aiormq fails pending confirms and acks with a bare Exception when the connection
+            # drops; only an error with the connection still up is a bug worth crashing for
+            if not await _was_lost(connection, lost):
+                raise
+            log.warning("broker connection lost", extra={"error": repr(exc)})
         finally:
             watching.cancel()
             await _close(connection)
+        # a session that fails as soon as it starts (a channel error, say) must not spin
+        quick_failures = quick_failures + 1 if time.monotonic() - started < STABLE_SESSION else 0
+        if quick_failures:
+            await _sleep(min(FIRST_DELAY * 2**quick_failures, MAX_DELAY), stopping)
+
+
+async def _was_lost(connection: AbstractConnection, lost: asyncio.Event) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(lost.wait(), CLOSE_TIMEOUT)
+    return lost.is_set() or connection.is_closed
+
+
+async def _sleep(seconds: float, stopping: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 async def _close(connection: AbstractConnection) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
+from integrator import metrics
 from integrator.publisher import Outbound, Publisher, PublishFailed
 
 log = logging.getLogger("integrator.consumer")
@@ -28,9 +29,16 @@ Handler = Callable[[DeliveredMessage], list[Outbound]]
 
 class Consumer:
     def __init__(
-        self, channel: RawChannel, publisher: Publisher, handler: Handler, stopping: asyncio.Event
+        self,
+        channel: RawChannel,
+        publisher: Publisher,
+        handler: Handler,
+        stopping: asyncio.Event,
+        service: str,
     ) -> None:
         self._channel = channel
+        self._in_hand = metrics.in_flight.labels(service)
+        self._failures = metrics.handler_failures.labels(service)
         self._stopping = stopping
         self._publisher = publisher
         self._handler = handler
@@ -74,6 +82,7 @@ class Consumer:
             await self._settle(batch)
 
     async def _settle(self, batch: list[DeliveredMessage]) -> None:
+        self._in_hand.set(len(batch))
         produced = [self._handle(delivery) for delivery in batch]
         if not await self._publish([out for outs in produced if outs for out in outs]):
             return  # stopping with publishes unconfirmed: the broker requeues the batch on close
@@ -92,6 +101,7 @@ class Consumer:
         try:
             return self._handler(delivery)
         except Exception:
+            self._failures.inc()
             log.exception(
                 "handler failed; returning the message to its queue",
                 extra={"message_id": delivery.header.properties.message_id},

@@ -7,13 +7,15 @@ queue would take comes back as an error instead of vanishing.
 
 from __future__ import annotations
 
-import asyncio
+import time
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.exceptions import PublishError
+from aiormq.exceptions import DeliveryError
+
+from integrator import metrics
 
 
 class PublishFailed(Exception):
@@ -29,17 +31,19 @@ class Outbound:
 
 
 class Publisher:
-    def __init__(self, channel: RawChannel, timeout: float) -> None:
+    def __init__(self, channel: RawChannel, timeout: float, service: str) -> None:
         self._channel = channel
         self._timeout = timeout
+        self._confirm_seconds = metrics.confirm_seconds.labels(service)
 
     @classmethod
-    async def on(cls, channel: AbstractChannel, confirm_timeout: float) -> Publisher:
+    async def on(cls, channel: AbstractChannel, confirm_timeout: float, service: str) -> Publisher:
         """A publisher on an aio-pika channel opened with `publisher_confirms=True`."""
-        return cls(await channel.get_underlay_channel(), confirm_timeout)
+        return cls(await channel.get_underlay_channel(), confirm_timeout, service)
 
     async def publish(self, out: Outbound) -> None:
         """Return once the broker has confirmed `out`; raise PublishFailed if it will not."""
+        started = time.perf_counter()
         try:
             confirmation = await self._channel.basic_publish(
                 out.body,
@@ -52,14 +56,8 @@ class Publisher:
             )
         except TimeoutError:
             raise PublishFailed(f"no confirm from the broker within {self._timeout}s") from None
-        except PublishError as exc:
-            raise PublishFailed(f"broker returned the message: {exc}") from None
-        if not isinstance(confirmation, spec.Basic.Ack):
-            raise PublishFailed(f"broker answered {type(confirmation).__name__} for {out.exchange}")
-
-    async def publish_all(self, outs: list[Outbound]) -> None:
-        """Publish every message, awaiting their confirms together."""
-        if len(outs) == 1:
-            await self.publish(outs[0])
-        else:
-            await asyncio.gather(*(self.publish(out) for out in outs))
+        except DeliveryError as exc:  # a nack (a full queue), or a return (no queue bound)
+            raise PublishFailed(f"{out.exchange} refused the message: {exc.frame!r}") from None
+        if not isinstance(confirmation, spec.Basic.Ack):  # returned without raising
+            raise PublishFailed(f"{out.exchange} returned the message: no queue took it")
+        self._confirm_seconds.observe(time.perf_counter() - started)

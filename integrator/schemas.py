@@ -7,6 +7,7 @@ message that fails is walked again by `jsonschema` to name every error precisely
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -64,8 +65,12 @@ class SchemaCatalogue:
     def __getitem__(self, message_type: str) -> Schema:
         return self._schemas[message_type]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Schema]:
         return iter(self._schemas.values())
+
+    @property
+    def message_types(self) -> frozenset[str]:
+        return frozenset(self._schemas)
 
     def errors(self, doc: Any, *, stored: bool = False) -> list[FieldError]:
         """Every reason `doc` is not a valid message: its envelope, then its payload's schema."""

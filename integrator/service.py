@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from integrator import logs
 from integrator.schemas import SchemaCatalogue, SchemaFileError
 from integrator.settings import Settings
+from integrator.topology import TopologyConflict
 
 log = logging.getLogger("integrator.service")
 
@@ -42,7 +43,11 @@ def run_service(name: str, settings: Settings, main: Main) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, _request_stop, stopping, signum)
         log.info("starting", extra={"prefix": settings.prefix})
-        await main(stopping)
+        try:
+            await main(stopping)
+        except TopologyConflict as exc:
+            log.error("cannot declare the topology", extra={"error": str(exc)})
+            sys.exit(f"{name}: {exc}")
         log.info("stopped")
 
     try:

@@ -18,11 +18,17 @@ class Settings:
     strict_schemas: bool = False
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 8080
+    validator_port: int = 8081  # /healthz, /readyz, /metrics
+    router_port: int = 8082
     max_body_bytes: int = 1 << 20
-    prefetch: int = 256
+    prefetch: int = 128
     delivery_limit: int = 20
     publish_timeout: float = 10.0
     retry_after_seconds: int = 1
+    max_backlog: int = 250
+    gateway_max_in_flight: int = 256
+    store_rate: float = 300.0
+    store_burst: int = 600
     log_level: str = "INFO"
 
     @classmethod

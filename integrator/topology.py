@@ -15,9 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from integrator.settings import Settings
+
+
+class TopologyConflict(Exception):
+    """A queue exists with other arguments than these settings give it; the broker will not change it."""
+
+
+HOLDING = ("rejected", "unrouted", "dead")
+"""Queues where messages wait for a person, not for a service."""
 
 STAGES = ("incoming", "validated", "rejected", "unrouted", "dead")
 """Queues every service declares; each is fed by a fanout exchange of the same name."""
@@ -27,10 +36,11 @@ STAGES = ("incoming", "validated", "rejected", "unrouted", "dead")
 class Topology:
     prefix: str
     delivery_limit: int
+    max_backlog: int = 0  # 0: unbounded
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        return cls(settings.prefix, settings.delivery_limit)
+        return cls(settings.prefix, settings.delivery_limit, settings.max_backlog)
 
     def name(self, stage: str) -> str:
         return f"{self.prefix}.{stage}"
@@ -71,11 +81,19 @@ class Topology:
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
         if stage != "dead":
             arguments |= {
-                "x-delivery-limit": self.delivery_limit,
                 "x-dead-letter-exchange": self.dead,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             }
+        if stage not in HOLDING:
+            # consumed queues only: looking at a holding queue (integrator show) returns what it
+            # reads, which must not count toward moving it on
+            arguments["x-delivery-limit"] = self.delivery_limit
+        if stage in ("incoming", "validated") and self.max_backlog:
+            # Admission control: past this backlog the broker nacks. On `incoming` the gateway
+            # then answers 503; on `validated` the validator holds its deliveries and retries,
+            # so a slow router backs up into `incoming` and the door, not into unbounded latency.
+            arguments["x-max-length"] = self.max_backlog
         return arguments
 
     async def declare(self, channel: AbstractChannel, subscribers: tuple[str, ...] = ()) -> None:
@@ -84,9 +102,7 @@ class Topology:
             exchange = await channel.declare_exchange(
                 self.name(stage), aio_pika.ExchangeType.FANOUT, durable=True
             )
-            queue = await channel.declare_queue(
-                self.name(stage), durable=True, arguments=self.queue_arguments(stage)
-            )
+            queue = await self._declare_queue(channel, self.name(stage), stage)
             await queue.bind(exchange)
         accepted = await channel.declare_exchange(
             self.accepted,
@@ -95,7 +111,15 @@ class Topology:
             arguments={"alternate-exchange": self.unrouted},
         )
         for subscriber in subscribers:
-            queue = await channel.declare_queue(
-                self.accepted_queue(subscriber), durable=True, arguments=self.queue_arguments("accepted")
-            )
+            queue = await self._declare_queue(channel, self.accepted_queue(subscriber), "accepted")
             await queue.bind(accepted, routing_key=subscriber)
+
+    async def _declare_queue(self, channel: AbstractChannel, name: str, stage: str) -> AbstractQueue:
+        arguments = self.queue_arguments(stage)
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments)
+        except ChannelPreconditionFailed:
+            raise TopologyConflict(
+                f"queue {name} exists with other arguments than {arguments}; drain and delete it "
+                "(rabbitmqctl delete_queue), or choose another INTEGRATOR_PREFIX"
+            ) from None

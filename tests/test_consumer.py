@@ -27,8 +27,8 @@ async def connection(prefix: str) -> AsyncIterator[AbstractConnection]:
 async def run_consumer(connection: AbstractConnection, topology: Topology, handler, stopping: asyncio.Event):
     channel = await connection.channel(publisher_confirms=True)
     await topology.declare(channel)
-    publisher = await Publisher.on(channel, 5)
-    consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping)
+    publisher = await Publisher.on(channel, 5, "test")
+    consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping, "test")
     return asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
 
 
@@ -77,3 +77,31 @@ async def test_stop_finishes_what_was_delivered(
     queue = await channel.declare_queue(topology.incoming, passive=True)
     handled = await take(channel, topology.validated, 5 - queue.declaration_result.message_count)
     assert len(handled) + queue.declaration_result.message_count == 5, "each message handled or still queued"
+
+
+async def test_a_refused_publish_is_retried_until_confirmed_not_dead_lettered(
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel
+) -> None:
+    topology = Topology(prefix, delivery_limit=1)
+    full = f"{prefix}.small"
+    exchange = await channel.declare_exchange(full, aio_pika.ExchangeType.FANOUT, auto_delete=True)
+    small = await channel.declare_queue(
+        full, auto_delete=True, arguments={"x-max-length": 2, "x-overflow": "reject-publish"}
+    )
+    await small.bind(exchange)
+
+    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+        return [Outbound(full, "", delivery.body, delivery.header.properties)]
+
+    stopping = asyncio.Event()
+    consuming = await run_consumer(connection, topology, handler, stopping)
+    incoming = await channel.get_exchange(topology.incoming, ensure=False)
+    for i in range(5):
+        await incoming.publish(aio_pika.Message(b"m%d" % i, message_id=str(i)), routing_key="")
+    received = [m.body for m in await take(channel, full, 5)]  # freeing room lets the retries land
+    assert sorted(received) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    await asyncio.sleep(0.3)
+    for queue in (topology.incoming, topology.dead):
+        assert (await channel.declare_queue(queue, passive=True)).declaration_result.message_count == 0
+    stopping.set()
+    await consuming

@@ -31,12 +31,11 @@ BROKER = urlparse(AMQP_URL)
 
 async def deliveries_check(fault: str, channel: AbstractChannel, stack: Stack, progress: Push) -> None:
     """Assert nothing accepted was lost; print (and with INTEGRATOR_FAULT_REPORT, record) the numbers."""
-    results = {
-        subscriber: await arrivals(
-            channel, f"{stack.prefix}.accepted.{subscriber}", progress.accepted, subscriber
-        )
-        for subscriber in ("store", "erp")
-    }
+    results = {}
+    for subscriber in ("store", "erp"):
+        queue = f"{stack.prefix}.accepted.{subscriber}"
+        print(f"counting {queue}: depth {await depth(channel, queue)}", flush=True)
+        results[subscriber] = await arrivals(channel, queue, progress.accepted, subscriber)
     line = {
         "fault": fault,
         "sent": FAULT_MESSAGES,

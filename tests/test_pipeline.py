@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aio_pika.abc import AbstractChannel
 
@@ -159,3 +161,15 @@ async def test_sigterm_stops_every_service_cleanly(
         assert service.stop() == 0, service.log_text()
         assert '"event":"stopped"' in service.log_text()
     assert answer["message_id"] in (await take(channel, f"{stack.prefix}.accepted.erp", 1))[0].body.decode()
+
+
+async def test_a_conflicting_queue_stops_the_service_with_a_clear_message(
+    stack: Stack, channel: AbstractChannel
+) -> None:
+    await channel.declare_queue(f"{stack.prefix}.incoming", durable=True)  # a classic queue, not quorum
+    for name in ("validator", "gateway"):
+        service = stack.service(name)
+        service.launch()
+        assert await asyncio.to_thread(service.process.wait, 20) == 1
+        assert f"{name}: queue {stack.prefix}.incoming exists with other arguments than" in service.log_text()
+        assert "choose another INTEGRATOR_PREFIX" in service.log_text()

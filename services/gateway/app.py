@@ -11,7 +11,8 @@ from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from services.gateway.broker import BrokerLink
 from services.gateway.problems import json_problems
-from services.gateway.routes import BROKER, CATALOGUE, SETTINGS, add_routes
+from services.gateway.rate_limit import StoreRateLimiter
+from services.gateway.routes import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, add_routes
 
 log = logging.getLogger("integrator.gateway")
 
@@ -21,6 +22,7 @@ def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogu
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[CATALOGUE] = catalogue
+    app[RATE_LIMITER] = StoreRateLimiter(settings.store_rate, settings.store_burst)
     add_routes(app)
     return app
 
@@ -38,7 +40,9 @@ async def serve(settings: Settings, catalogue: SchemaCatalogue, stopping: asynci
     await runner.setup()
     await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
     log.info("listening", extra={"host": settings.gateway_host, "port": settings.gateway_port})
-    await stopping.wait()
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((stop, link), return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
     await runner.cleanup()
     broker_stopping.set()
-    await link
+    await link  # re-raises what ended the link early, such as a TopologyConflict

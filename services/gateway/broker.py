@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aio_pika.abc import AbstractConnection
 
+from integrator import metrics
 from integrator.connection import BROKER_ERRORS, stay_connected
 from integrator.publisher import Outbound, Publisher, PublishFailed
 from integrator.settings import Settings
@@ -14,9 +16,16 @@ from integrator.topology import Topology
 
 log = logging.getLogger("integrator.gateway")
 
+SHEDDING_SECONDS = 0.05
+"""After a nack, how long the gateway refuses without trying; then one publish probes again."""
+
 
 class BrokerUnavailable(Exception):
     """The message is not safely stored; the client should retry."""
+
+
+class AtCapacity(BrokerUnavailable):
+    """The incoming backlog is full or too many publishes await confirms: shed at the door."""
 
 
 class BrokerLink:
@@ -24,6 +33,9 @@ class BrokerLink:
         self._settings = settings
         self.topology = Topology.from_settings(settings)
         self._publisher: Publisher | None = None
+        self._in_flight = 0
+        self._in_flight_gauge = metrics.in_flight.labels("gateway")
+        self._shedding_until = 0.0
 
     @property
     def ready(self) -> bool:
@@ -33,12 +45,28 @@ class BrokerLink:
         """Return once the broker confirmed `out`, or raise BrokerUnavailable."""
         if self._publisher is None:
             raise BrokerUnavailable("not connected to the broker")
+        self.check_capacity()
+        self._in_flight += 1
+        self._in_flight_gauge.inc()
         try:
             await self._publisher.publish(out)
         except PublishFailed as exc:
-            raise BrokerUnavailable(str(exc)) from None
+            # A nack: the incoming backlog is full. Refuse outright for a moment rather than
+            # spend a publish and a nack on every request while the pipeline catches up.
+            self._shedding_until = time.monotonic() + SHEDDING_SECONDS
+            raise AtCapacity(str(exc)) from None
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"broker connection lost: {exc!r}") from None
+        finally:
+            self._in_flight -= 1
+            self._in_flight_gauge.dec()
+
+    def check_capacity(self) -> None:
+        """Raise AtCapacity, cheaply, while the hub is known to be full."""
+        if self._in_flight >= self._settings.gateway_max_in_flight:
+            raise AtCapacity("too many publishes awaiting confirms")
+        if time.monotonic() < self._shedding_until:
+            raise AtCapacity("incoming backlog full")
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Keep connected until `stopping` is set, reconnecting after every loss."""
@@ -46,7 +74,7 @@ class BrokerLink:
         async def session(connection: AbstractConnection) -> None:
             channel = await connection.channel(publisher_confirms=True)
             await self.topology.declare(channel)
-            self._publisher = await Publisher.on(channel, self._settings.publish_timeout)
+            self._publisher = await Publisher.on(channel, self._settings.publish_timeout, "gateway")
             log.info("accepting messages")
             raw = await channel.get_underlay_channel()
             try:

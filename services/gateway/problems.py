@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import orjson
 from aiohttp import web
 
+from integrator import metrics
 from integrator.errors import FieldError
 
 
@@ -34,6 +35,7 @@ class Problem(Exception):
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUSH_ROUTES = ("push", "push_for_store")
 
 
 @web.middleware
@@ -42,6 +44,8 @@ async def json_problems(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except Problem as problem:
+        if problem.status in (400, 413, 415, 422) and request.match_info.route.name in PUSH_ROUTES:
+            metrics.requests.labels("invalid").inc()
         return problem.response()
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))

@@ -6,21 +6,24 @@ import logging
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from integrator import envelope
+from integrator import envelope, metrics
 from integrator.errors import field_error
 from integrator.ids import new_message_id
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from services.gateway.body import read_object
-from services.gateway.broker import BrokerLink, BrokerUnavailable
+from services.gateway.broker import AtCapacity, BrokerLink, BrokerUnavailable
 from services.gateway.problems import Problem
+from services.gateway.rate_limit import StoreRateLimiter
 
 log = logging.getLogger("integrator.gateway")
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
+RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
 
 
@@ -79,21 +82,34 @@ async def _accept(request: web.Request, doc: dict) -> web.Response:
     if errors:
         raise Problem(422, "invalid message envelope", errors)
     message, store_id = doc["message"], doc["store_id"]
-    message_id = new_message_id()
-    body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
-    headers = {"store_id": store_id, "received_at": envelope.now_ms()}
+    if (wait := request.app[RATE_LIMITER].retry_after(store_id)) is not None:
+        metrics.requests.labels("limited").inc()
+        raise Problem(
+            429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
+        )
     broker = request.app[BROKER]
     try:
-        await broker.publish(
-            Outbound(
-                broker.topology.incoming, message, body, envelope.properties(message, message_id, headers)
-            )
-        )
+        broker.check_capacity()  # before any work, so that shedding load stays cheap
+        message_id = new_message_id()
+        body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
+        headers = {"store_id": store_id, "received_at": envelope.now_ms()}
+        props = envelope.properties(message, message_id, headers)
+        await broker.publish(Outbound(broker.topology.incoming, message, body, props))
     except BrokerUnavailable as exc:
-        log.warning("message not accepted: broker unavailable", extra={"error": str(exc)})
+        at_capacity = isinstance(exc, AtCapacity)
+        metrics.requests.labels("refused" if at_capacity else "unavailable").inc()
+        log.debug("not accepted", extra={"error": str(exc), "store_id": store_id})
+        summary = "the hub is at capacity; retry later" if at_capacity else "broker unavailable; retry later"
         retry_after = str(request.app[SETTINGS].retry_after_seconds)
-        raise Problem(503, "broker unavailable; retry later", headers={"Retry-After": retry_after}) from None
+        raise Problem(503, summary, headers={"Retry-After": retry_after}) from None
+    metrics.requests.labels("accepted").inc()
+    log.info("accepted", extra={"message_id": message_id, "message_type": message, "store_id": store_id})
     return web.Response(status=202, body=body, content_type="application/json")
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus metrics of this process."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -111,8 +127,9 @@ async def readyz(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_post("/messages", post_message)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_post("/messages", post_message, name="push")
     app.router.add_post("/messages/validate", validate_message)
     app.router.add_get("/schemas", list_schemas)
     app.router.add_get("/schemas/{message_type}", get_schema)
-    app.router.add_post("/api/stores/{store_id}/messages", post_store_message)
+    app.router.add_post("/api/stores/{store_id}/messages", post_store_message, name="push_for_store")

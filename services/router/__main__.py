@@ -19,7 +19,7 @@ def main() -> None:
         sys.exit(f"router: {exc}")
     topology = Topology.from_settings(settings)
     handler = routing_handler(subscriptions, topology)
-    run_worker("router", settings, topology.validated, handler, subscriptions.names)
+    run_worker("router", settings, topology.validated, handler, settings.router_port, subscriptions.names)
 
 
 if __name__ == "__main__":

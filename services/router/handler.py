@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiormq.abc import DeliveredMessage
 
-from integrator import envelope
+from integrator import envelope, metrics
 from integrator.consumer import Handler
 from integrator.ids import child_message_id
 from integrator.publisher import Outbound
 from integrator.subscriptions import Subscriptions
 from integrator.topology import Topology
 
+log = logging.getLogger("integrator.router")
+
 
 def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler:
+    routed = {name: metrics.routed.labels(name) for name in subscriptions.names}
+
     def route(delivery: DeliveredMessage) -> list[Outbound]:
         props = delivery.header.properties
         try:
@@ -24,10 +30,18 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             # Only something that bypassed the validator gets here; keep it where a person looks.
             reason = f"not a validated message: {type(exc).__name__}: {exc}"
+            metrics.dead_lettered.labels("router").inc()
+            log.warning("dead-lettered", extra={"message_id": props.message_id, "reason": reason})
             return [Outbound(topology.dead, "", delivery.body, envelope.with_headers(props, reason=reason))]
         if not subscribers:
+            metrics.unrouted.inc()
+            log.info(
+                "unrouted", extra={"message_id": parent_id, "message_type": message, "store_id": store_id}
+            )
             return [Outbound(topology.unrouted, message, delivery.body, props)]
         received_at = (props.headers or {}).get("received_at")
+        if isinstance(received_at, int):
+            metrics.end_to_end_seconds.observe(max(0, envelope.now_ms() - received_at) / 1000)
         outs = []
         for subscriber in subscribers:
             child_id = child_message_id(parent_id, subscriber)
@@ -35,9 +49,11 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             if received_at is not None:
                 headers["received_at"] = received_at
             body = envelope.dump(message, child_id, store_id, payload_json, parent_id=parent_id)
-            outs.append(
-                Outbound(topology.accepted, subscriber, body, envelope.properties(message, child_id, headers))
-            )
+            props_out = envelope.properties(message, child_id, headers)
+            outs.append(Outbound(topology.accepted, subscriber, body, props_out))
+            routed[subscriber].inc()
+            log.info("routed", extra={"message_id": child_id, "parent_id": parent_id, "message_type": message,
+                                      "store_id": store_id, "subscriber": subscriber})  # fmt: skip
         return outs
 
     return route

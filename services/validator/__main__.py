@@ -12,7 +12,8 @@ def main() -> None:
     settings = settings_or_exit()
     catalogue = load_catalogue_or_exit("validator", settings)
     topology = Topology.from_settings(settings)
-    run_worker("validator", settings, topology.incoming, validation_handler(catalogue, topology))
+    handler = validation_handler(catalogue, topology)
+    run_worker("validator", settings, topology.incoming, handler, settings.validator_port)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,55 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiormq.abc import DeliveredMessage
 
+from integrator import metrics
 from integrator.consumer import Handler
 from integrator.envelope import with_headers
-from integrator.errors import field_error
+from integrator.errors import FieldError, field_error
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
 from integrator.topology import Topology
 
+log = logging.getLogger("integrator.validator")
+
 
 def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handler:
+    known = catalogue.message_types
+
     def validate(delivery: DeliveredMessage) -> list[Outbound]:
         props = delivery.header.properties
         try:
             doc = orjson.loads(delivery.body)
         except orjson.JSONDecodeError as exc:
-            errors = [field_error("", "json", f"body is not valid JSON: {exc}")]
+            doc, errors = None, [field_error("", "json", f"body is not valid JSON: {exc}")]
         else:
             errors = catalogue.errors(doc, stored=True)
+        message = doc.get("message") if isinstance(doc, dict) else None
+        ids = {"message_id": props.message_id, "message_type": message,
+               "store_id": doc.get("store_id") if isinstance(doc, dict) else None}  # fmt: skip
         if errors:
+            metrics.validated.labels(
+                metrics.message_label(message, known), "rejected", reason_class(errors)
+            ).inc()
+            log.info("rejected", extra={**ids, "errors": len(errors), "first_error": errors[0]["path"]})
             return [Outbound(topology.rejected, "", delivery.body, with_headers(props, errors=errors))]
-        return [Outbound(topology.validated, doc["message"], delivery.body, props)]
+        metrics.validated.labels(metrics.message_label(message, known), "accepted", "").inc()
+        log.info("validated", extra=ids)
+        return [Outbound(topology.validated, message, delivery.body, props)]
 
     return validate
+
+
+def reason_class(errors: list[FieldError]) -> str:
+    """A bounded label for why a message was rejected."""
+    first = errors[0]
+    if first["rule"] == "json":
+        return "json"
+    if first["rule"] == "schema" and first["path"] == "/message":
+        return "no_schema"
+    # the schema is checked only once the envelope is right, so the errors are of one kind
+    return "schema" if first["path"].startswith("/payload/") else "envelope"

@@ -102,7 +102,11 @@ async def arrivals(
     deadline = time.monotonic() + within
     quiet_since = None
     while True:
-        message = await q.get(no_ack=True, fail=False)
+        try:
+            # a get can stall when the test's own event loop is busy proxying; ask again
+            message = await q.get(no_ack=True, fail=False, timeout=5)
+        except TimeoutError:
+            continue
         if message is None:
             if expected <= seen:
                 quiet_since = quiet_since or time.monotonic()

@@ -79,15 +79,28 @@ class Stack:
     workdir: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
+    health_ports: dict[str, int] = field(
+        default_factory=lambda: {"validator": free_port(), "router": free_port()}
+    )
     services: dict[str, Service] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def service_url(self, name: str) -> str:
+        """Where a service answers /healthz, /readyz and /metrics."""
+        return self.url if name == "gateway" else f"http://127.0.0.1:{self.health_ports[name]}"
+
     def service(self, name: str) -> Service:
         if name not in self.services:
-            env = {"INTEGRATOR_PREFIX": self.prefix, "INTEGRATOR_GATEWAY_PORT": str(self.port), **self.env}
+            env = {
+                "INTEGRATOR_PREFIX": self.prefix,
+                "INTEGRATOR_GATEWAY_PORT": str(self.port),
+                "INTEGRATOR_VALIDATOR_PORT": str(self.health_ports["validator"]),
+                "INTEGRATOR_ROUTER_PORT": str(self.health_ports["router"]),
+                **self.env,
+            }
             self.services[name] = Service(f"services.{name}", env, self.workdir / f"{name}.log")
         return self.services[name]
 

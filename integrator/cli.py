@@ -1,0 +1,214 @@
+"""`integrator`: look at the queues and act on what they hold.
+
+    integrator stats                         depth, consumers and net change of every queue
+    integrator tail SUBSCRIBER [--count N]   print copies as they reach a subscriber, taking none away
+    integrator show QUEUE [--limit N]        what rejected, unrouted or dead holds, with reasons
+    integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
+
+Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
+INTEGRATOR_SUBSCRIPTIONS). Output is one JSON object per line, for people and for jq.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from integrator.settings import Settings
+from integrator.subscriptions import Subscriptions, SubscriptionsError
+from integrator.topology import HOLDING, STAGES, Topology
+
+REPLAY_STRIPS = ("x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
+                 "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+                 "x-last-death-reason", "errors", "reason")  # fmt: skip
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(record, default=str).decode() + "\n")
+    sys.stdout.flush()
+
+
+@asynccontextmanager
+async def channel(settings: Settings, confirms: bool = False) -> AsyncIterator[AbstractChannel]:
+    connection = await aio_pika.connect(
+        settings.amqp_url, client_properties={"connection_name": "integrator-cli"}
+    )
+    async with connection:
+        yield await connection.channel(publisher_confirms=confirms)
+
+
+def subscriber_names(settings: Settings) -> tuple[str, ...]:
+    try:
+        return Subscriptions.load(settings.subscriptions).names
+    except SubscriptionsError:
+        return ()
+
+
+async def stats(settings: Settings, interval: float) -> None:
+    topology = Topology.from_settings(settings)
+    names = [topology.name(s) for s in STAGES] + [
+        topology.accepted_queue(s) for s in subscriber_names(settings)
+    ]
+    async with channel(settings) as ch:
+        first = {name: await _declared(ch, name) for name in names}
+        await asyncio.sleep(interval)
+        for name in names:
+            depth, consumers = await _declared(ch, name)
+            before = first[name][0]
+            change = None if before is None or depth is None else round((depth - before) / interval, 1)
+            emit({"queue": name, "depth": depth, "consumers": consumers, "net_change_per_s": change})
+
+
+async def _declared(ch: AbstractChannel, name: str) -> tuple[int | None, int | None]:
+    try:
+        result = (await ch.declare_queue(name, passive=True)).declaration_result
+    except aio_pika.exceptions.ChannelClosed:
+        await ch.reopen()
+        return None, None
+    return result.message_count, result.consumer_count
+
+
+async def tail(settings: Settings, subscriber: str, count: int | None) -> None:
+    """A private, exclusive queue bound like the subscriber's: the broker copies each message into
+    both, so the real subscriber still gets everything."""
+    topology = Topology.from_settings(settings)
+    async with channel(settings) as ch:
+        accepted = await ch.get_exchange(topology.accepted)
+        mirror = await ch.declare_queue(exclusive=True, auto_delete=True)
+        await mirror.bind(accepted, routing_key=subscriber)
+        seen = 0
+        async with mirror.iterator(no_ack=True) as messages:
+            async for message in messages:
+                emit({"queue": topology.accepted_queue(subscriber), **describe(message)})
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+
+def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
+    try:
+        body: Any = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        body = message.body.decode(errors="replace")
+    return {
+        "message_id": message.message_id,
+        "message": message.type,
+        "reason": reason(message),
+        "body": body,
+    }
+
+
+def reason(message: AbstractIncomingMessage) -> str | None:
+    headers = message.headers or {}
+    if "errors" in headers:
+        return "; ".join(f"{e['path'] or '/'}: {e['message']}" for e in headers["errors"])
+    if "reason" in headers:
+        return str(headers["reason"])
+    if deaths := headers.get("x-death"):
+        return f"{deaths[0]['reason']} in {deaths[0]['queue']}"
+    return None
+
+
+async def held(ch: AbstractChannel, queue: str, limit: int | None) -> AsyncIterator[AbstractIncomingMessage]:
+    """Every held message, each left unacked until the channel closes, which puts back what is not acked."""
+    q = await ch.get_queue(queue, ensure=False)
+    taken = 0
+    while limit is None or taken < limit:
+        message = await q.get(no_ack=False, fail=False)
+        if message is None:
+            return
+        taken += 1
+        yield message
+
+
+async def show(settings: Settings, stage: str, limit: int | None) -> None:
+    topology = Topology.from_settings(settings)
+    async with channel(settings) as ch:
+        async for message in held(ch, topology.name(stage), limit):
+            emit({"queue": topology.name(stage), **describe(message)})
+
+
+def replay_target(topology: Topology, stage: str, message: AbstractIncomingMessage) -> tuple[str, str]:
+    """Where a held message re-enters: rejected ones are validated again (after a schema fix),
+    unrouted ones routed again (after a subscription fix), dead ones go back where they died."""
+    if stage == "unrouted":
+        return topology.validated, message.type or ""
+    deaths = (message.headers or {}).get("x-death")
+    if stage == "dead" and deaths:
+        keys = deaths[0].get("routing-keys") or [""]
+        return str(deaths[0]["exchange"]), str(keys[0])
+    return topology.incoming, message.type or ""
+
+
+async def replay(settings: Settings, stage: str, message_type: str | None, limit: int | None) -> None:
+    topology = Topology.from_settings(settings)
+    replayed = 0
+    async with channel(settings, confirms=True) as ch:
+        async for message in held(ch, topology.name(stage), None):
+            if message_type is not None and message.type != message_type:
+                continue  # left unacked: back on the queue when we close
+            exchange, key = replay_target(topology, stage, message)
+            headers = {k: v for k, v in (message.headers or {}).items() if k not in REPLAY_STRIPS}
+            copy = aio_pika.Message(
+                message.body, headers={**headers, "replayed_from": topology.name(stage)},
+                content_type=message.content_type, delivery_mode=2, message_id=message.message_id,
+                type=message.type, timestamp=message.timestamp,
+            )  # fmt: skip
+            await (await ch.get_exchange(exchange, ensure=False)).publish(
+                copy, routing_key=key, mandatory=True
+            )
+            await message.ack()
+            emit({"replayed": message.message_id, "message": message.type, "to": exchange})
+            replayed += 1
+            if limit is not None and replayed >= limit:
+                break
+    emit({"replayed_total": replayed, "from": topology.name(stage)})
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="integrator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = p.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("stats", help="depth, consumers and net change of every queue")
+    s.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples")
+    t = commands.add_parser("tail", help="print copies as they reach a subscriber")
+    t.add_argument("subscriber")
+    t.add_argument("--count", type=int, help="stop after this many")
+    sh = commands.add_parser("show", help="list what a holding queue holds, with reasons")
+    sh.add_argument("queue", choices=HOLDING)
+    sh.add_argument("--limit", type=int)
+    r = commands.add_parser("replay", help="send held messages back through the pipeline")
+    r.add_argument("queue", choices=HOLDING)
+    r.add_argument("--type", dest="message_type", help="only messages of this type")
+    r.add_argument("--limit", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    match args.command:
+        case "stats":
+            run = stats(settings, args.interval)
+        case "tail":
+            run = tail(settings, args.subscriber, args.count)
+        case "show":
+            run = show(settings, args.queue, args.limit)
+        case _:
+            run = replay(settings, args.queue, args.message_type, args.limit)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Every Prometheus metric of the hub, defined once. Labels stay bounded: no ids, and message
+types outside the schema catalogue are folded into "other"."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+requests = Counter(
+    "integrator_gateway_requests_total",
+    "Pushes answered by the gateway, by outcome: accepted, invalid, refused (at capacity), "
+    "limited (store rate), unavailable (no broker).",
+    ["outcome"],
+)
+validated = Counter(
+    "integrator_messages_validated_total",
+    "Messages checked by the validator, by type and outcome (accepted, rejected) and, for "
+    "rejections, the reason class (json, envelope, schema, no_schema).",
+    ["message", "outcome", "reason"],
+)
+routed = Counter("integrator_messages_routed_total", "Copies delivered to accepted queues.", ["subscriber"])
+unrouted = Counter("integrator_messages_unrouted_total", "Valid messages no subscription matched.")
+dead_lettered = Counter(
+    "integrator_messages_dead_lettered_total",
+    "Deliveries a service moved to the dead queue itself (not a validated message).",
+    ["service"],
+)
+handler_failures = Counter(
+    "integrator_handler_failures_total",
+    "Deliveries returned to their queue because handling raised; after the delivery limit the "
+    "broker dead-letters them.",
+    ["service"],
+)
+confirm_seconds = Histogram(
+    "integrator_publish_confirm_seconds",
+    "Time from publishing a message to the broker's confirm.",
+    ["service"],
+    buckets=LATENCY_BUCKETS,
+)
+end_to_end_seconds = Histogram(
+    "integrator_end_to_end_seconds",
+    "Time from gateway receipt to the copy's confirmed arrival on its accepted queue.",
+    buckets=LATENCY_BUCKETS,
+)
+in_flight = Gauge(
+    "integrator_in_flight",
+    "Messages a service holds: publishes awaiting confirms (gateway) or deliveries in hand (workers).",
+    ["service"],
+)
+
+
+def message_label(message_type: object, known: frozenset[str]) -> str:
+    return message_type if isinstance(message_type, str) and message_type in known else "other"
