@@ -29,7 +29,8 @@ def test_compose_services_run_our_console_scripts_with_real_settings() -> None:
         for volume in service["volumes"]:
             assert (ROOT / volume.split(":")[0]).is_dir()
     assert "healthcheck" in services["rabbitmq"]
-    assert "/readyz" in " ".join(services["gateway"]["healthcheck"]["test"])
+    for name, port in (("gateway", 8080), ("validator", 8081), ("router", 8082)):
+        assert f"localhost:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
 
 
 def test_dockerfile_copies_what_exists() -> None:

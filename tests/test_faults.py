@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from tests.support.broker import AMQP_URL, body, depth, take
+from tests.support.broker import AMQP_URL, body, depth, next_message, take
 from tests.support.load import FAULT_MESSAGES, Push, arrivals, product, push
 from tests.support.processes import Stack
 from tests.support.proxy import Proxy
@@ -170,20 +170,12 @@ async def test_subscriber_that_keeps_failing_dead_letters_after_the_limit(
     progress = await push(stack.url, [product(1)], Push())
     queue = await channel.get_queue(f"{stack.prefix}.accepted.erp", ensure=False)
     for _ in range(3):  # the first delivery plus `delivery limit` redeliveries
-        [message] = await take(channel, queue.name, 0) or [await _get(queue)]
+        message = await next_message(queue)
         await message.nack(requeue=True)
     [dead] = await take(channel, f"{stack.prefix}.dead", 1)
     assert body(dead)["parent_id"] == progress.accepted[0]
     assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
     assert dead.headers["x-death"][0]["queue"] == f"{stack.prefix}.accepted.erp"
-
-
-async def _get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
-    for _ in range(500):
-        if (message := await queue.get(fail=False)) is not None:
-            return message
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"nothing arrived on {queue.name}")
 
 
 async def test_validator_and_router_stopped_with_sigterm_mid_stream_lose_and_repeat_nothing(

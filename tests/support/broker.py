@@ -34,6 +34,15 @@ async def take(
     return taken
 
 
+async def next_message(queue: aio_pika.abc.AbstractQueue, within: float = 10) -> AbstractIncomingMessage:
+    """The next message on `queue`, left unacked, waiting for it to arrive."""
+    deadline = time.monotonic() + within
+    while (message := await queue.get(fail=False)) is None:
+        assert time.monotonic() < deadline, f"nothing arrived on {queue.name}"
+        await asyncio.sleep(0.02)
+    return message
+
+
 async def depth(channel: AbstractChannel, queue: str) -> int:
     declared = await channel.declare_queue(queue, passive=True)
     return declared.declaration_result.message_count or 0

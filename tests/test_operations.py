@@ -1,0 +1,232 @@
+"""Operating the hub: health and readiness, metrics that count what happened, the integrator CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import aiohttp
+import orjson
+from aio_pika.abc import AbstractChannel
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import NEW_PRODUCT, STORE
+from tests.support.broker import AMQP_URL, body, depth, next_message, take
+from tests.support.processes import ROOT, Stack
+from tests.support.proxy import Proxy
+
+
+async def status(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(url) as response:
+        return response.status
+
+
+async def wait_for_status(http: aiohttp.ClientSession, url: str, expected: int, within: float = 15) -> None:
+    for _ in range(int(within / 0.1)):
+        if await status(http, url) == expected:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered {expected}")
+
+
+async def test_readiness_follows_the_broker_connection(stack: Stack, http: aiohttp.ClientSession) -> None:
+    proxy = await Proxy("127.0.0.1", 5672).start()
+    try:
+        stack.env["AMQP_URL"] = proxy.url()
+        await stack.start("gateway", "validator", "router")
+        urls = [stack.service_url(name) for name in ("gateway", "validator", "router")]
+        for url in urls:
+            assert (await status(http, url + "/healthz"), await status(http, url + "/readyz")) == (200, 200)
+        proxy.cut()
+        for url in urls:
+            await wait_for_status(http, url + "/readyz", 503)
+            assert await status(http, url + "/healthz") == 200, "alive while not ready"
+        proxy.restore()
+        for url in urls:
+            await wait_for_status(http, url + "/readyz", 200)
+    finally:
+        await proxy.close()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> dict:
+    async with http.get(url + "/metrics") as response:
+        assert response.status == 200
+        return samples(await response.text())
+
+
+async def test_metrics_count_what_happened(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    invalid = {"message": "order:new", "store_id": STORE, "payload": {"order": {}}}
+    custom = {"message": "stock:count", "store_id": STORE, "payload": {}}  # no schema, matches only `store`
+    for doc, expected in ((NEW_PRODUCT, 202), (NEW_PRODUCT, 202), (invalid, 202), (custom, 202), ({}, 422)):
+        async with http.post(stack.url + "/messages", json=doc) as response:
+            assert response.status == expected
+    await take(channel, f"{stack.prefix}.accepted.store", 3)
+    await take(channel, f"{stack.prefix}.accepted.erp", 2)
+    await take(channel, f"{stack.prefix}.rejected", 1)
+
+    gateway = await scrape(http, stack.service_url("gateway"))
+    assert gateway[("integrator_gateway_requests_total", (("outcome", "accepted"),))] == 4
+    assert gateway[("integrator_gateway_requests_total", (("outcome", "invalid"),))] == 1
+    assert gateway[("integrator_publish_confirm_seconds_count", (("service", "gateway"),))] == 4
+
+    validator = await scrape(http, stack.service_url("validator"))
+    validated = "integrator_messages_validated_total"
+    assert validator[(validated, (("message", "product:new"), ("outcome", "accepted"), ("reason", "")))] == 2
+    assert validator[(validated, (("message", "other"), ("outcome", "accepted"), ("reason", "")))] == 1
+    assert (
+        validator[(validated, (("message", "order:new"), ("outcome", "rejected"), ("reason", "schema")))] == 1
+    )
+
+    router = await scrape(http, stack.service_url("router"))
+    assert router[("integrator_messages_routed_total", (("subscriber", "store"),))] == 3
+    assert router[("integrator_messages_routed_total", (("subscriber", "erp"),))] == 2
+    assert router[("integrator_messages_routed_total", (("subscriber", "mailer"),))] == 0
+    assert router[("integrator_end_to_end_seconds_count", ())] == 3
+    assert router[("integrator_publish_confirm_seconds_count", (("service", "router"),))] == 5
+
+
+async def test_one_message_can_be_followed_through_the_logs(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
+        message_id = (await response.json())["message_id"]
+    copies = await take(channel, f"{stack.prefix}.accepted.store", 1) + await take(
+        channel, f"{stack.prefix}.accepted.erp", 1
+    )
+    lines = [
+        orjson.loads(line)
+        for name in ("gateway", "validator", "router")
+        for line in stack.service(name).log_text().splitlines()
+        if message_id in line
+    ]
+    assert [(e["service"], e["event"]) for e in lines] == [
+        ("gateway", "accepted"), ("validator", "validated"), ("router", "routed"), ("router", "routed")
+    ]  # fmt: skip
+    assert {e["message_id"] for e in lines[2:]} == {body(c)["message_id"] for c in copies}
+    assert all(e["store_id"] == STORE and e["message_type"] == "product:new" for e in lines)
+    assert {e["subscriber"] for e in lines[2:]} == {"store", "erp"}
+
+
+def cli(stack: Stack, *args: str, within: float = 30) -> list[dict]:
+    env = {**os.environ, "AMQP_URL": AMQP_URL, "INTEGRATOR_PREFIX": stack.prefix, **stack.env}
+    result = subprocess.run(
+        [sys.executable, "-m", "integrator.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=within,
+    )
+    assert result.returncode == 0, result.stderr
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+async def test_cli_stats_lists_every_queue(stack: Stack, http: aiohttp.ClientSession) -> None:
+    await stack.start("gateway")
+    for _ in range(3):
+        async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
+            assert response.status == 202
+    rows = {row["queue"]: row for row in await asyncio.to_thread(cli, stack, "stats", "--interval", "0.2")}
+    p = stack.prefix
+    assert set(rows) == {f"{p}.{q}" for q in ("incoming", "validated", "rejected", "unrouted", "dead")} | {
+        f"{p}.accepted.{s}" for s in ("store", "erp", "mailer")
+    }
+    assert (rows[f"{p}.incoming"]["depth"], rows[f"{p}.incoming"]["consumers"]) == (3, 0)
+    assert rows[f"{p}.incoming"]["net_change_per_s"] == 0
+
+
+async def test_cli_tail_shows_copies_without_taking_them(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    tail = asyncio.create_task(asyncio.to_thread(cli, stack, "tail", "erp", "--count", "2"))
+    await asyncio.sleep(1.5)  # the tail's queue is bound
+    answers = []
+    for _ in range(2):
+        async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
+            answers.append((await response.json())["message_id"])
+    shown = await tail
+    assert [row["body"]["parent_id"] for row in shown] == answers
+    assert {row["queue"] for row in shown} == {f"{stack.prefix}.accepted.erp"}
+    assert len(await take(channel, f"{stack.prefix}.accepted.erp", 2)) == 2, "the subscriber still has both"
+
+
+async def test_cli_show_and_replay_rejected_after_a_schema_fix(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, tmp_path
+) -> None:
+    schemas = tmp_path / "schemas"
+    (schemas / "loyalty" / "points").mkdir(parents=True)
+    strict = '{"type": "object", "required": ["points"], "properties": {"points": {"type": "integer"}}}'
+    (schemas / "loyalty" / "points" / "added.json").write_text(strict)
+    (schemas / "loyalty" / "points" / "spent.json").write_text(strict)
+    stack.env["INTEGRATOR_SCHEMAS"] = str(schemas)
+    await stack.start("gateway", "validator", "router")
+    ids = []
+    for points in ("5", "6"):
+        doc = {"message": "loyalty:points:added", "store_id": STORE, "payload": {"points": points}}
+        async with http.post(stack.url + "/messages", json=doc) as response:
+            ids.append((await response.json())["message_id"])
+    other = {"message": "loyalty:points:spent", "store_id": STORE, "payload": {"points": "7"}}
+    async with http.post(stack.url + "/messages", json=other) as response:
+        other_id = (await response.json())["message_id"]
+    for _ in range(100):
+        if await depth(channel, f"{stack.prefix}.rejected") == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await depth(channel, f"{stack.prefix}.rejected") == 3
+
+    shown = await asyncio.to_thread(cli, stack, "show", "rejected")
+    assert [row["message_id"] for row in shown] == [*ids, other_id]
+    assert shown[0]["reason"] == '/payload/points: must be an integer, got "5"'
+    assert await depth(channel, f"{stack.prefix}.rejected") == 3, "show leaves them in place"
+
+    # the fix: points may be numeric strings too; restart the validator with it
+    (schemas / "loyalty" / "points" / "added.json").write_text(
+        strict.replace('"integer"', '["integer", "string"]')
+    )
+    stack.service("validator").stop()
+    stack.services.pop("validator")
+    await stack.start("validator")
+    replayed = await asyncio.to_thread(cli, stack, "replay", "rejected", "--type", "loyalty:points:added")
+    assert replayed[-1] == {"replayed_total": 2, "from": f"{stack.prefix}.rejected"}
+    copies = await take(channel, f"{stack.prefix}.accepted.store", 2)
+    assert sorted(body(c)["parent_id"] for c in copies) == sorted(ids), "the original message ids, kept"
+    await asyncio.sleep(0.3)
+    assert await depth(channel, f"{stack.prefix}.rejected") == 1, "the other type stays held"
+
+
+async def test_cli_replays_a_dead_copy_to_the_queue_it_died_in(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    stack.env["INTEGRATOR_DELIVERY_LIMIT"] = "1"
+    await stack.start("gateway", "validator", "router")
+    async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
+        parent_id = (await response.json())["message_id"]
+    erp = await channel.get_queue(f"{stack.prefix}.accepted.erp", ensure=False)
+    for _ in range(2):  # a subscriber that fails twice
+        message = await next_message(erp)
+        await message.nack(requeue=True)
+    [shown] = await asyncio.to_thread(cli, stack, "show", "dead")
+    assert shown["reason"] == f"delivery_limit in {stack.prefix}.accepted.erp"
+    assert shown["body"]["parent_id"] == parent_id
+
+    replayed = await asyncio.to_thread(cli, stack, "replay", "dead")
+    assert replayed[0]["to"] == f"{stack.prefix}.accepted"
+    [back] = await take(channel, erp.name, 1)
+    assert back.message_id == shown["message_id"]
+    assert "x-death" not in back.headers
+    assert back.headers["replayed_from"] == f"{stack.prefix}.dead"
