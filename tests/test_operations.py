@@ -107,6 +107,7 @@ async def test_one_message_can_be_followed_through_the_logs(
     copies = await take(channel, f"{stack.prefix}.accepted.store", 1) + await take(
         channel, f"{stack.prefix}.accepted.erp", 1
     )
+    await asyncio.sleep(0.5)  # info lines reach the file within a flush interval (0.2 s)
     lines = [
         orjson.loads(line)
         for name in ("gateway", "validator", "router")
