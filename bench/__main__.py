@@ -143,7 +143,9 @@ async def drive_gateway(url: str, pid: int, script: Path) -> GatewayRun:
 async def gateway_phase(workdir: Path, script: Path) -> dict[str, GatewayRun]:
     results = {}
     name = prefix("gw")
-    stack = Stack(name, workdir / "gw", {"INTEGRATOR_MAX_BACKLOG": "0", **UNLIMITED})  # measure publishing, not shedding
+    stack = Stack(
+        name, workdir / "gw", {"INTEGRATOR_MAX_BACKLOG": "0", **UNLIMITED}
+    )  # measure publishing, not shedding
     await stack.start("gateway")
     results["ours"] = await drive_gateway(stack.url, stack.service("gateway").process.pid, script)
     stack.stop()

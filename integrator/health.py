@@ -1,4 +1,8 @@
-"""A worker's small HTTP side door: /healthz, /readyz and /metrics for orchestrators and Prometheus."""
+"""Health and metrics over HTTP: /healthz, /readyz and /metrics, for orchestrators and Prometheus.
+
+The gateway adds these routes to its own application; a worker serves them on a small port of
+its own.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> web.AppRunner:
-    """Start serving; `ready()` says whether the worker is consuming with its topology declared."""
+def add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
+    """`ready()` says whether the service can do its work: connected, topology declared."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -22,10 +26,14 @@ async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> web.A
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+
+
+async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> web.AppRunner:
+    app = web.Application()
+    add_health_routes(app, ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -1,4 +1,4 @@
-"""The gateway's HTTP API: pushing a message, checking one, the schema catalogue, and health."""
+"""The gateway's HTTP API: pushing a message, checking one, the schema catalogue; health and metrics."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from integrator import envelope, metrics
 from integrator.errors import field_error
+from integrator.health import add_health_routes
 from integrator.ids import new_message_id
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
@@ -107,27 +107,8 @@ async def _accept(request: web.Request, doc: dict) -> web.Response:
     return web.Response(status=202, body=body, content_type="application/json")
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus metrics of this process."""
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """The process is alive."""
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Ready to accept messages: connected to the broker with the topology declared."""
-    if request.app[BROKER].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not connected to the broker"}, status=503)
-
-
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    add_health_routes(app, lambda: app[BROKER].ready)
     app.router.add_post("/messages", post_message, name="push")
     app.router.add_post("/messages/validate", validate_message)
     app.router.add_get("/schemas", list_schemas)
