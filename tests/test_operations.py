@@ -231,3 +231,27 @@ async def test_cli_replays_a_dead_copy_to_the_queue_it_died_in(
     assert back.message_id == shown["message_id"]
     assert "x-death" not in back.headers
     assert back.headers["replayed_from"] == f"{stack.prefix}.dead"
+
+
+async def test_cli_replays_unrouted_after_a_subscription_fix(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, subscriptions_file
+) -> None:
+    subscriptions_file.write_text("subscribers:\n  erp:\n    messages: ['order:*']\n")
+    await stack.start("gateway", "validator", "router")
+    doc = {"message": "stock:change", "store_id": STORE, "payload": {"sku": "S", "quantity": 2}}
+    async with http.post(stack.url + "/messages", json=doc) as response:
+        parent_id = (await response.json())["message_id"]
+    [held] = await asyncio.to_thread(cli, stack, "show", "unrouted", "--limit", "5")
+    assert held["message_id"] == parent_id
+
+    subscriptions_file.write_text("subscribers:\n  erp:\n    messages: ['order:*', 'stock:*']\n")
+    stack.service("router").stop()
+    stack.services.pop("router")
+    await stack.start("router")
+    replayed = await asyncio.to_thread(cli, stack, "replay", "unrouted")
+    assert replayed == [
+        {"replayed": parent_id, "message": "stock:change", "to": f"{stack.prefix}.validated"},
+        {"replayed_total": 1, "from": f"{stack.prefix}.unrouted"},
+    ]
+    [copy] = await take(channel, f"{stack.prefix}.accepted.erp", 1)
+    assert body(copy)["parent_id"] == parent_id
