@@ -21,6 +21,9 @@ class Settings:
     validator_port: int = 8081  # /healthz, /readyz, /metrics
     router_port: int = 8082
     max_body_bytes: int = 1 << 20
+    max_depth: int = 32  # nesting of objects and arrays in a request body
+    max_keys: int = 1000  # keys of one object, or items of one array
+    max_string_length: int = 65_536
     prefetch: int = 128
     delivery_limit: int = 20
     publish_timeout: float = 10.0

@@ -20,7 +20,12 @@ MAX_BODY = 2048
 @pytest.fixture
 async def gateway(stack: Stack, channel: AbstractChannel) -> AsyncIterator[Stack]:
     """A gateway with no validator behind it, so everything it publishes stays on `incoming`."""
-    stack.env["INTEGRATOR_MAX_BODY_BYTES"] = str(MAX_BODY)
+    stack.env |= {
+        "INTEGRATOR_MAX_BODY_BYTES": str(MAX_BODY),
+        "INTEGRATOR_MAX_DEPTH": "4",
+        "INTEGRATOR_MAX_KEYS": "10",
+        "INTEGRATOR_MAX_STRING_LENGTH": "100",
+    }
     await stack.start("gateway")
     yield stack
     assert await depth(channel, f"{stack.prefix}.incoming") == 0, "a rejected request published something"
@@ -68,6 +73,45 @@ async def test_bad_request_bodies(
     got_status, got, _ = await send(http, gateway.url + "/messages", data, content_type)
     assert (got_status, got["error"]) == (status, error)
     assert isinstance(got["errors"], list)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (
+            {"a": {"b": {"c": {}}}},
+            {"path": "/payload/a/b/c", "rule": "maxDepth", "message": "nests deeper than 4 levels"},
+        ),
+        (
+            {"a": [[[1]]]},
+            {"path": "/payload/a/0/0", "rule": "maxDepth", "message": "nests deeper than 4 levels"},
+        ),
+        (
+            {f"k{i}": i for i in range(11)},
+            {"path": "/payload", "rule": "maxKeys", "message": "has more than 10 keys"},
+        ),
+        (
+            {"list": list(range(11))},
+            {"path": "/payload/list", "rule": "maxItems", "message": "has more than 10 items"},
+        ),
+        (
+            {"a/b": "x" * 101},
+            {"path": "/payload/a~1b", "rule": "maxLength", "message": "is longer than 100 characters"},
+        ),
+    ],
+    ids=["deep-objects", "deep-arrays", "many-keys", "many-items", "long-string"],
+)
+async def test_structure_limits(
+    gateway: Stack, http: aiohttp.ClientSession, payload: dict, error: dict
+) -> None:
+    doc = {**NEW_PRODUCT, "payload": payload}
+    for path in ("/messages", "/messages/validate"):
+        status, got, _ = await send(http, gateway.url + path, orjson.dumps(doc))
+        assert (status, got["error"], got["errors"]) == (
+            400,
+            "request body exceeds a structure limit",
+            [error],
+        )
 
 
 async def test_every_envelope_violation_is_listed(gateway: Stack, http: aiohttp.ClientSession) -> None:

@@ -29,13 +29,13 @@ CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
 
 async def post_message(request: web.Request) -> web.Response:
     """POST /messages with `{message, store_id, payload}`."""
-    doc = await read_object(request, request.app[SETTINGS].max_body_bytes)
+    doc = await read_object(request, request.app[SETTINGS])
     return await _accept(request, doc)
 
 
 async def post_store_message(request: web.Request) -> web.Response:
     """POST /api/stores/{store_id}/messages with `{message, payload}`: the store comes from the path."""
-    doc = await read_object(request, request.app[SETTINGS].max_body_bytes)
+    doc = await read_object(request, request.app[SETTINGS])
     store_id = request.match_info["store_id"]
     if doc.setdefault("store_id", store_id) != store_id:
         raise Problem(
@@ -48,7 +48,7 @@ async def post_store_message(request: web.Request) -> web.Response:
 
 async def validate_message(request: web.Request) -> web.Response:
     """POST /messages/validate: a dry run with the validator's own checks; publishes nothing."""
-    doc = await read_object(request, request.app[SETTINGS].max_body_bytes)
+    doc = await read_object(request, request.app[SETTINGS])
     errors = request.app[CATALOGUE].errors(doc)
     if errors:
         raise Problem(422, "invalid message", errors)
