@@ -55,9 +55,7 @@ def structure_error(doc: Any, settings: Settings) -> FieldError | None:
                 what = "keys" if isinstance(value, dict) else "items"
                 return field_error(path, f"max{what.title()}", f"has more than {settings.max_keys} {what}")
             children = value.items() if isinstance(value, dict) else enumerate(value)
-            pending.extend(
-                (child, depth + 1, f"{path}/{json_pointer((key,))[1:]}") for key, child in children
-            )
+            pending.extend((child, depth + 1, path + json_pointer((key,))) for key, child in children)
         elif isinstance(value, str) and len(value) > settings.max_string_length:
             return field_error(path, "maxLength", f"is longer than {settings.max_string_length} characters")
     return None
