@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 # Ctrl-C (or any one service exiting) stops all three, each gracefully.
 run: install ## start gateway, validator and router against AMQP_URL
 	@$(BIN)/python -m integrator.check_broker
+	@$(BIN)/integrator tokens dev  # a development store and its token, on the first run
 	@trap 'trap - INT TERM; kill 0' INT TERM; \
 	$(BIN)/integrator-validator & \
 	$(BIN)/integrator-router & \

@@ -4,6 +4,7 @@
     integrator tail SUBSCRIBER [--count N]   print copies as they reach a subscriber, taking none away
     integrator show QUEUE [--limit N]        what rejected, unrouted or dead holds, with reasons
     integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
+    integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
 
 Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
 INTEGRATOR_SUBSCRIPTIONS). Output is one JSON object per line, for people and for jq.
@@ -23,6 +24,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from integrator import stores
 from integrator.settings import Settings
 from integrator.subscriptions import Subscriptions, SubscriptionsError
 from integrator.topology import HOLDING, STAGES, Topology
@@ -174,6 +176,50 @@ async def replay(settings: Settings, stage: str, message_type: str | None, limit
     emit({"replayed_total": replayed, "from": topology.name(stage)})
 
 
+DEV_STORE = "5279008084a81693d5000001"
+
+
+def tokens(settings: Settings, action: str, store_id: str | None, token_id: str | None) -> None:
+    path = settings.stores
+    match action:
+        case "create":
+            new_id, secret = stores.create(path, store_id or "")
+            emit(
+                {
+                    "store_id": store_id,
+                    "token_id": new_id,
+                    "token": secret,
+                    "note": "shown once; stored hashed",
+                }
+            )
+        case "list":
+            for row in stores.listing(path):
+                emit(row)
+        case "revoke":
+            if not stores.revoke(path, store_id or "", token_id or ""):
+                sys.exit(f"no token {token_id} for store {store_id}")
+            emit({"revoked": token_id, "store_id": store_id})
+        case "dev":
+            # `make run`: a development store with a token, created on the first run only
+            if any(row["store_id"] == DEV_STORE for row in stores.listing(path)):
+                emit(
+                    {
+                        "store_id": DEV_STORE,
+                        "note": f"has a token already; `integrator tokens create {DEV_STORE}` adds one",
+                    }
+                )
+            else:
+                new_id, secret = stores.create(path, DEV_STORE)
+                emit(
+                    {
+                        "store_id": DEV_STORE,
+                        "token_id": new_id,
+                        "token": secret,
+                        "note": "shown once; stored hashed",
+                    }
+                )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="integrator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
     sh = commands.add_parser("show", help="list what a holding queue holds, with reasons")
     sh.add_argument("queue", choices=HOLDING)
     sh.add_argument("--limit", type=int)
+    tk = commands.add_parser("tokens", help="create, list or revoke store access tokens")
+    tk.add_argument("action", choices=("create", "list", "revoke", "dev"))
+    tk.add_argument("store_id", nargs="?")
+    tk.add_argument("token_id", nargs="?")
     r = commands.add_parser("replay", help="send held messages back through the pipeline")
     r.add_argument("queue", choices=HOLDING)
     r.add_argument("--type", dest="message_type", help="only messages of this type")
@@ -197,6 +247,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "tokens":
+        try:
+            tokens(settings, args.action, args.store_id, args.token_id)
+        except stores.StoresFileError as exc:
+            sys.exit(str(exc))
+        return
     match args.command:
         case "stats":
             run = stats(settings, args.interval)

@@ -14,6 +14,8 @@ class Settings:
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     prefix: str = "integrator"
     subscriptions: Path = Path("config/subscriptions.yml")
+    stores: Path = Path("config/stores.yml")
+    auth: bool = True
     schemas_dir: Path = Path("schemas")
     strict_schemas: bool = False
     gateway_host: str = "0.0.0.0"

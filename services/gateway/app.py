@@ -9,10 +9,11 @@ from aiohttp import web
 
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
+from integrator.stores import ReloadingTokens
 from services.gateway.broker import BrokerLink
 from services.gateway.problems import json_problems
 from services.gateway.rate_limit import StoreRateLimiter
-from services.gateway.routes import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, add_routes
+from services.gateway.routes import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, TOKENS, add_routes
 
 log = logging.getLogger("integrator.gateway")
 
@@ -23,6 +24,10 @@ def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogu
     app[BROKER] = broker
     app[CATALOGUE] = catalogue
     app[RATE_LIMITER] = StoreRateLimiter(settings.store_rate, settings.store_burst)
+    if settings.auth:
+        app[TOKENS] = ReloadingTokens(settings.stores)
+    else:
+        log.warning("authentication is off: any client may push for any store")
     add_routes(app)
     return app
 

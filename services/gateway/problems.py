@@ -44,8 +44,8 @@ async def json_problems(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except Problem as problem:
-        if problem.status in (400, 413, 415, 422) and request.match_info.route.name in PUSH_ROUTES:
-            metrics.requests.labels("invalid").inc()
+        if request.match_info.route.name in PUSH_ROUTES and problem.status in (400, 401, 403, 413, 415, 422):
+            metrics.requests.labels("denied" if problem.status in (401, 403) else "invalid").inc()
         return problem.response()
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))

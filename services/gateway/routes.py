@@ -14,6 +14,7 @@ from integrator.ids import new_message_id
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
+from integrator.stores import ReloadingTokens
 from services.gateway.body import read_object
 from services.gateway.broker import AtCapacity, BrokerLink, BrokerUnavailable
 from services.gateway.problems import Problem
@@ -25,16 +26,19 @@ SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
 RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
+TOKENS = web.AppKey("tokens", ReloadingTokens)
 
 
 async def post_message(request: web.Request) -> web.Response:
     """POST /messages with `{message, store_id, payload}`."""
+    pusher = authenticate(request)
     doc = await read_object(request, request.app[SETTINGS])
-    return await _accept(request, doc)
+    return await _accept(request, doc, pusher)
 
 
 async def post_store_message(request: web.Request) -> web.Response:
     """POST /api/stores/{store_id}/messages with `{message, payload}`: the store comes from the path."""
+    pusher = authenticate(request)
     doc = await read_object(request, request.app[SETTINGS])
     store_id = request.match_info["store_id"]
     if doc.setdefault("store_id", store_id) != store_id:
@@ -43,7 +47,25 @@ async def post_store_message(request: web.Request) -> web.Response:
             "invalid message envelope",
             [field_error("/store_id", "const", "differs from the store in the path")],
         )
-    return await _accept(request, doc)
+    return await _accept(request, doc, pusher)
+
+
+def authenticate(request: web.Request) -> str | None:
+    """The store whose token the request carries (None with authentication off), or a 401.
+
+    The token comes in `X-Hub-Access-Token` or `Authorization: Bearer`; an `X-Hub-Store` header,
+    if present, must name the token's store. The answer never says which part was wrong.
+    """
+    if TOKENS not in request.app:
+        return None
+    token = request.headers.get("X-Hub-Access-Token")
+    if token is None and (authorization := request.headers.get("Authorization", "")).startswith("Bearer "):
+        token = authorization.removeprefix("Bearer ").strip()
+    store = request.app[TOKENS].store_for(token) if token else None
+    claimed = request.headers.get("X-Hub-Store")
+    if store is None or (claimed is not None and claimed != store):
+        raise Problem(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
+    return store
 
 
 async def validate_message(request: web.Request) -> web.Response:
@@ -77,11 +99,13 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-async def _accept(request: web.Request, doc: dict) -> web.Response:
+async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Response:
     errors = envelope.envelope_errors(doc)
     if errors:
         raise Problem(422, "invalid message envelope", errors)
     message, store_id = doc["message"], doc["store_id"]
+    if pusher is not None and store_id != pusher:
+        raise Problem(403, "these credentials may not push for this store")
     if (wait := request.app[RATE_LIMITER].retry_after(store_id)) is not None:
         metrics.requests.labels("limited").inc()
         raise Problem(

@@ -99,6 +99,7 @@ class Stack:
                 "INTEGRATOR_GATEWAY_PORT": str(self.port),
                 "INTEGRATOR_VALIDATOR_PORT": str(self.health_ports["validator"]),
                 "INTEGRATOR_ROUTER_PORT": str(self.health_ports["router"]),
+                "INTEGRATOR_AUTH": "false",  # tests/test_auth.py turns it on
                 **self.env,
             }
             self.services[name] = Service(f"services.{name}", env, self.workdir / f"{name}.log")

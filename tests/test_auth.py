@@ -1,0 +1,120 @@
+"""Only a store's own systems can push for it: tokens, 401 and 403, rotation, nothing leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from integrator import stores
+from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
+from tests.support.processes import ROOT, Stack
+
+
+def tokens_cli(stores_file: Path, *args: str) -> list[dict]:
+    result = subprocess.run(
+        [sys.executable, "-m", "integrator.cli", "tokens", *args],
+        cwd=ROOT,
+        env={"INTEGRATOR_STORES": str(stores_file), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def stores_file(tmp_path: Path) -> Path:
+    return tmp_path / "stores.yml"
+
+
+@pytest.fixture
+async def secured(stack: Stack, stores_file: Path) -> Stack:
+    stack.env |= {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file)}
+    return stack
+
+
+async def push(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], doc: dict = NEW_PRODUCT
+) -> tuple[int, dict]:
+    async with http.post(url, json=doc, headers=headers) as response:
+        return response.status, await response.json()
+
+
+def test_tokens_are_shown_once_and_stored_hashed(stores_file: Path) -> None:
+    [created] = tokens_cli(stores_file, "create", STORE)
+    assert len(created["token"]) >= 43  # 32 random bytes, url-safe base64
+    text = stores_file.read_text()
+    assert created["token"] not in text and created["token_id"] in text
+    assert stores_file.stat().st_mode & 0o077 == 0, "readable by its owner only"
+    [listed] = tokens_cli(stores_file, "list")
+    assert set(listed) == {"store_id", "token_id", "created_at"}, "no secret, no hash"
+    assert (listed["store_id"], listed["token_id"]) == (STORE, created["token_id"])
+    assert tokens_cli(stores_file, "revoke", STORE, created["token_id"]) == [
+        {"revoked": created["token_id"], "store_id": STORE}
+    ]
+    assert tokens_cli(stores_file, "list") == []
+
+
+async def test_pushes_need_the_stores_own_token(
+    secured: Stack, stores_file: Path, http: aiohttp.ClientSession
+) -> None:
+    _, token = stores.create(stores_file, STORE)
+    _, other_token = stores.create(stores_file, OTHER_STORE)
+    await secured.start("gateway")
+    url = secured.url + "/messages"
+    denied = (401, {"error": "missing or invalid credentials", "errors": []})
+    assert await push(http, url, {}) == denied
+    assert await push(http, url, {"X-Hub-Access-Token": "not-a-token"}) == denied
+    assert await push(http, url, {"X-Hub-Store": STORE, "X-Hub-Access-Token": other_token}) == denied
+    assert (await push(http, url, {"X-Hub-Store": STORE, "X-Hub-Access-Token": token}))[0] == 202
+    assert (await push(http, url, {"Authorization": f"Bearer {token}"}))[0] == 202
+
+    forbidden = (403, {"error": "these credentials may not push for this store", "errors": []})
+    assert await push(http, url, {"Authorization": f"Bearer {other_token}"}) == forbidden
+    path_url = f"{secured.url}/api/stores/{STORE}/messages"
+    doc = {"message": "product:new", "payload": NEW_PRODUCT["payload"]}
+    assert await push(http, path_url, {"Authorization": f"Bearer {other_token}"}, doc) == forbidden
+    assert (await push(http, path_url, {"Authorization": f"Bearer {token}"}, doc))[0] == 202
+
+    await asyncio.sleep(0.5)
+    log = secured.service("gateway").log_text()
+    assert token not in log and other_token not in log, "tokens never logged"
+
+
+async def test_a_token_is_rotated_without_downtime(
+    secured: Stack, stores_file: Path, http: aiohttp.ClientSession
+) -> None:
+    old_id, old = stores.create(stores_file, STORE)
+    await secured.start("gateway")
+    url = secured.url + "/messages"
+    _, new = stores.create(stores_file, STORE)  # the running gateway picks it up
+    await asyncio.sleep(1.2)
+    for token in (old, new):
+        assert (await push(http, url, {"Authorization": f"Bearer {token}"}))[0] == 202
+    stores.revoke(stores_file, STORE, old_id)
+    await asyncio.sleep(1.2)
+    assert (await push(http, url, {"Authorization": f"Bearer {old}"}))[0] == 401
+    assert (await push(http, url, {"Authorization": f"Bearer {new}"}))[0] == 202
+
+
+async def test_authentication_off_is_explicit_and_logged(stack: Stack, http: aiohttp.ClientSession) -> None:
+    await stack.start("gateway")  # tests run with INTEGRATOR_AUTH=false
+    assert (await push(http, stack.url + "/messages", {}))[0] == 202
+    assert "authentication is off: any client may push for any store" in stack.service("gateway").log_text()
+
+
+def test_a_broken_stores_file_stops_the_gateway(stores_file: Path) -> None:
+    stores_file.write_text("stores: [")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.gateway"], cwd=ROOT,
+        env={"INTEGRATOR_STORES": str(stores_file), "PATH": ""}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"gateway: {stores_file}:")
