@@ -50,6 +50,13 @@ BAD_REQUESTS = [
     pytest.param(b'{"a": NaN}', "application/json", 400, "request body is not valid JSON", id="nan"),
     pytest.param(b'{"a": "\xff"}', "application/json", 400, "request body is not valid JSON", id="not-utf8"),
     pytest.param(
+        b'\xef\xbb\xbf{"a": 1}', "application/json", 400, "request body is not valid JSON", id="bom"
+    ),
+    pytest.param(
+        b'{"a": Infinity}', "application/json", 400, "request body is not valid JSON", id="infinity"
+    ),
+    pytest.param(b'{"a": 1e400}', "application/json", 400, "request body is not valid JSON", id="huge-float"),
+    pytest.param(
         orjson.dumps(NEW_PRODUCT),
         "text/plain",
         415,
@@ -112,6 +119,37 @@ async def test_structure_limits(
             "request body exceeds a structure limit",
             [error],
         )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"message": "order:new", "message": "order:updated"}', "has the key 'message' more than once"),
+        (b'{"payload": {"a": 1, "b": {"x": 1, "x" : 2}}}', "has the key 'x' more than once"),
+        (
+            b'{"payload": {"n": 123456789012345678901234567890}}',
+            "has the integer 123456789012345678901234567890, which does not fit in 64 bits",
+        ),
+    ],
+    ids=["duplicate-key", "nested-duplicate-key", "integer-too-large"],
+)
+async def test_ambiguous_json_is_refused(
+    gateway: Stack, http: aiohttp.ClientSession, raw: bytes, message: str
+) -> None:
+    status, got, _ = await send(http, gateway.url + "/messages", raw)
+    assert (status, got["error"], got["errors"]) == (
+        400,
+        "request body is ambiguous JSON",
+        [{"path": "", "rule": "json", "message": message}],
+    )
+
+
+async def test_strings_that_look_suspicious_are_fine(gateway: Stack, http: aiohttp.ClientSession) -> None:
+    """A key-like string or a long digit string makes the gateway look twice, not refuse."""
+    payload = {"note": 'say "a": 1', "card": "12345678901234567890123", "n": 18446744073709551615}
+    doc = {"message": "note:added", "store_id": STORE, "payload": payload}  # a type with no schema
+    status, got, _ = await send(http, gateway.url + "/messages/validate", orjson.dumps(doc))
+    assert status == 200, got
 
 
 async def test_every_envelope_violation_is_listed(gateway: Stack, http: aiohttp.ClientSession) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import orjson
@@ -37,25 +39,73 @@ async def read_object(request: web.Request, settings: Settings) -> dict[str, Any
             "request body must be a JSON object",
             [field_error("", "type", f"must be an object, got {json_type(doc)}")],
         )
-    if (error := structure_error(doc, settings)) is not None:
+    error, keys = structure_error(doc, settings)
+    if error is not None:
         raise Problem(400, "request body exceeds a structure limit", [error])
+    # orjson silently keeps the last of duplicate keys and turns integers past 64 bits into
+    # floats. Two quick scans of the raw text say when either may have happened (strings can
+    # only make them overcount), and only then does a strict, slower parse decide.
+    suspect = len(KEY.findall(raw)) != keys or LONG_NUMBER.search(raw)
+    if suspect and (error := ambiguity_error(raw)) is not None:
+        raise Problem(400, "request body is ambiguous JSON", [error])
     return doc
 
 
-def structure_error(doc: Any, settings: Settings) -> FieldError | None:
+KEY = re.compile(rb'"\s*:')
+LONG_NUMBER = re.compile(rb"[0-9]{20}")  # every integer of 64 bits has at most 20 digits
+
+
+class _Ambiguous(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _Ambiguous(f"has the key {duplicate!r} more than once")
+    return document
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise _Ambiguous(
+            f"has the integer {text[:30]}{'…' if len(text) > 30 else ''}, which does not fit in 64 bits"
+        )
+    return value
+
+
+def ambiguity_error(raw: bytes) -> FieldError | None:
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicates, parse_int=_int64)
+    except _Ambiguous as exc:
+        return field_error("", "json", str(exc))
+    return None
+
+
+def structure_error(doc: Any, settings: Settings) -> tuple[FieldError | None, int]:
     """The first place where `doc` nests too deep, holds too many keys or items, or a string too
-    long: limits that keep one request from costing the hub more than its size suggests."""
+    long (limits that keep one request from costing more than its size suggests); and how many
+    keys it holds in all."""
+    keys = 0
     pending: list[tuple[Any, int, str]] = [(doc, 1, "")]
     while pending:
         value, depth, path = pending.pop()
         if isinstance(value, dict | list):
+            keys += len(value) if isinstance(value, dict) else 0
             if depth > settings.max_depth:
-                return field_error(path, "maxDepth", f"nests deeper than {settings.max_depth} levels")
+                return field_error(path, "maxDepth", f"nests deeper than {settings.max_depth} levels"), keys
             if len(value) > settings.max_keys:
                 what = "keys" if isinstance(value, dict) else "items"
-                return field_error(path, f"max{what.title()}", f"has more than {settings.max_keys} {what}")
+                return field_error(
+                    path, f"max{what.title()}", f"has more than {settings.max_keys} {what}"
+                ), keys
             children = value.items() if isinstance(value, dict) else enumerate(value)
             pending.extend((child, depth + 1, path + json_pointer((key,))) for key, child in children)
         elif isinstance(value, str) and len(value) > settings.max_string_length:
-            return field_error(path, "maxLength", f"is longer than {settings.max_string_length} characters")
-    return None
+            return field_error(
+                path, "maxLength", f"is longer than {settings.max_string_length} characters"
+            ), keys
+    return None, keys

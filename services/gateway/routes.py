@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 
 import orjson
+import yaml
 from aiohttp import web
 
 from integrator import envelope, metrics
@@ -131,8 +133,19 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     return web.Response(status=202, body=body, content_type="application/json")
 
 
+OPENAPI = orjson.dumps(
+    yaml.safe_load(resources.files("services.gateway").joinpath("openapi.yaml").read_text())
+)
+"""openapi.yaml, the gateway's contract, as JSON; tests/test_openapi.py keeps it true."""
+
+
+async def openapi(_: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     add_health_routes(app, lambda: app[BROKER].ready)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/messages", post_message, name="push")
     app.router.add_post("/messages/validate", validate_message)
     app.router.add_get("/schemas", list_schemas)
