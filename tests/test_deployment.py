@@ -43,3 +43,9 @@ def test_dockerfile_copies_what_exists() -> None:
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_compose_file_is_valid() -> None:
     subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], check=True)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = {line.split("`")[1] for line in readme.splitlines() if line.startswith("| `") and "_" in line}
+    assert set(ENV_NAMES.values()) <= table, sorted(set(ENV_NAMES.values()) - table)
