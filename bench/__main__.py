@@ -361,10 +361,26 @@ async def run() -> str:
     return report(gateway, reference, hub, latencies, overload)
 
 
+async def saturation_only() -> str:
+    """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth."""
+    workdir = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
+    script = workdir / "post.lua"
+    script.write_text(wrk_script())
+    subscriptions = workdir / "subscriptions.yml"
+    subscriptions.write_text(SUBSCRIPTIONS)
+    hub = await hub_phase(workdir, script, subscriptions)
+    memory = ", ".join(f"{k} {a:.0f} -> {b:.0f}" for k, (a, b) in hub.rss_mb.items())
+    return (
+        f"Saturation for {WINDOW:.0f} s: {hub.originals_per_s:.0f} originals/s, "
+        f"{hub.cpu_ms_per_original['hub']:.2f} ms hub CPU per original; resident memory (MB): {memory}"
+    )
+
+
 def main() -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         sys.exit("make bench needs wrk as its load generator: apt-get install wrk")
-    print(asyncio.run(run()))
+    only = os.environ.get("BENCH_ONLY")
+    print(asyncio.run(saturation_only() if only == "saturation" else run()))
 
 
 if __name__ == "__main__":
