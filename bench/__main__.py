@@ -340,12 +340,18 @@ def rabbitmq_version() -> str:
         return "unknown"
 
 
-async def run() -> str:
+def workspace() -> tuple[Path, Path, Path]:
+    """A scratch folder with the wrk script and the subscriptions file every phase uses."""
     workdir = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
     script = workdir / "post.lua"
     script.write_text(wrk_script())
     subscriptions = workdir / "subscriptions.yml"
     subscriptions.write_text(SUBSCRIPTIONS)
+    return workdir, script, subscriptions
+
+
+async def run() -> str:
+    workdir, script, subscriptions = workspace()
     print("gateway: ours vs a confirm-per-request handler ...", file=sys.stderr)
     gateway = await gateway_phase(workdir, script)
     print("reference relay chain at saturation ...", file=sys.stderr)
@@ -363,11 +369,7 @@ async def run() -> str:
 
 async def saturation_only() -> str:
     """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth."""
-    workdir = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
-    script = workdir / "post.lua"
-    script.write_text(wrk_script())
-    subscriptions = workdir / "subscriptions.yml"
-    subscriptions.write_text(SUBSCRIPTIONS)
+    workdir, script, subscriptions = workspace()
     hub = await hub_phase(workdir, script, subscriptions)
     memory = ", ".join(f"{k} {a:.0f} -> {b:.0f}" for k, (a, b) in hub.rss_mb.items())
     return (
