@@ -43,13 +43,11 @@ class BrokerLink:
 
     async def publish(self, out: Outbound) -> None:
         """Return once the broker confirmed `out`, or raise BrokerUnavailable."""
-        if self._publisher is None:
-            raise BrokerUnavailable("not connected to the broker")
-        self.check_capacity()
+        publisher = self.admit()
         self._in_flight += 1
         self._in_flight_gauge.inc()
         try:
-            await self._publisher.publish(out)
+            await publisher.publish(out)
         except PublishFailed as exc:
             # A nack: the incoming backlog is full. Refuse outright for a moment rather than
             # spend a publish and a nack on every request while the pipeline catches up.
@@ -61,12 +59,16 @@ class BrokerLink:
             self._in_flight -= 1
             self._in_flight_gauge.dec()
 
-    def check_capacity(self) -> None:
-        """Raise AtCapacity, cheaply, while the hub is known to be full."""
+    def admit(self) -> Publisher:
+        """The publisher to use now; or BrokerUnavailable, cheaply, while a push cannot be taken:
+        disconnected, or AtCapacity while the hub is known to be full."""
+        if self._publisher is None:
+            raise BrokerUnavailable("not connected to the broker")
         if self._in_flight >= self._settings.gateway_max_in_flight:
             raise AtCapacity("too many publishes awaiting confirms")
         if time.monotonic() < self._shedding_until:
             raise AtCapacity("incoming backlog full")
+        return self._publisher
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Keep connected until `stopping` is set, reconnecting after every loss."""

@@ -34,6 +34,7 @@ TOKENS = web.AppKey("tokens", ReloadingTokens)
 async def post_message(request: web.Request) -> web.Response:
     """POST /messages with `{message, store_id, payload}`."""
     pusher = authenticate(request)
+    admit(request)
     doc = await read_object(request, request.app[SETTINGS])
     return await _accept(request, doc, pusher)
 
@@ -41,6 +42,7 @@ async def post_message(request: web.Request) -> web.Response:
 async def post_store_message(request: web.Request) -> web.Response:
     """POST /api/stores/{store_id}/messages with `{message, payload}`: the store comes from the path."""
     pusher = authenticate(request)
+    admit(request)
     doc = await read_object(request, request.app[SETTINGS])
     store_id = request.match_info["store_id"]
     if doc.setdefault("store_id", store_id) != store_id:
@@ -68,6 +70,25 @@ def authenticate(request: web.Request) -> str | None:
     if store is None or (claimed is not None and claimed != store):
         raise Problem(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
     return store
+
+
+def admit(request: web.Request) -> None:
+    """Refuse a push before its body is read while the hub cannot take it, so shedding a flood
+    costs as little as possible; the publish checks again."""
+    try:
+        request.app[BROKER].admit()
+    except BrokerUnavailable as exc:
+        raise unavailable(request, exc) from None
+
+
+def unavailable(request: web.Request, exc: BrokerUnavailable) -> Problem:
+    """The 503 for a push the hub cannot store now: full, or cut off from the broker."""
+    at_capacity = isinstance(exc, AtCapacity)
+    metrics.requests.labels("refused" if at_capacity else "unavailable").inc()
+    log.debug("not accepted", extra={"error": str(exc)})
+    summary = "the hub is at capacity; retry later" if at_capacity else "broker unavailable; retry later"
+    retry_after = str(request.app[SETTINGS].retry_after_seconds)
+    return Problem(503, summary, headers={"Retry-After": retry_after})
 
 
 async def validate_message(request: web.Request) -> web.Response:
@@ -114,20 +135,14 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
             429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
         )
     broker = request.app[BROKER]
+    message_id = new_message_id()
+    body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
+    headers = {"store_id": store_id, "received_at": envelope.now_ms()}
+    props = envelope.properties(message, message_id, headers)
     try:
-        broker.check_capacity()  # before any work, so that shedding load stays cheap
-        message_id = new_message_id()
-        body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
-        headers = {"store_id": store_id, "received_at": envelope.now_ms()}
-        props = envelope.properties(message, message_id, headers)
         await broker.publish(Outbound(broker.topology.incoming, message, body, props))
     except BrokerUnavailable as exc:
-        at_capacity = isinstance(exc, AtCapacity)
-        metrics.requests.labels("refused" if at_capacity else "unavailable").inc()
-        log.debug("not accepted", extra={"error": str(exc), "store_id": store_id})
-        summary = "the hub is at capacity; retry later" if at_capacity else "broker unavailable; retry later"
-        retry_after = str(request.app[SETTINGS].retry_after_seconds)
-        raise Problem(503, summary, headers={"Retry-After": retry_after}) from None
+        raise unavailable(request, exc) from None
     metrics.requests.labels("accepted").inc()
     log.info("accepted", extra={"message_id": message_id, "message_type": message, "store_id": store_id})
     return web.Response(status=202, body=body, content_type="application/json")
