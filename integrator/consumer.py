@@ -17,7 +17,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
 from integrator import metrics
-from integrator.publisher import Outbound, Publisher, PublishFailed
+from integrator.publisher import Outbound, Publisher
 
 log = logging.getLogger("integrator.consumer")
 
@@ -117,24 +117,16 @@ class Consumer:
         """
         delay = RETRY_FIRST_DELAY
         while outs:
-            results = await asyncio.gather(
-                *(self._publisher.publish(out) for out in outs), return_exceptions=True
-            )
-            failed = []
-            for out, result in zip(outs, results, strict=True):
-                if isinstance(result, PublishFailed):
-                    failed.append(out)
-                elif isinstance(result, BaseException):
-                    raise result
-            if failed:
+            refused = await self._publisher.publish_all(outs)
+            if refused:
                 log.warning(
                     "publishes not confirmed; retrying",
-                    extra={"count": len(failed), "error": str(results[0]), "retry_in": delay},
+                    extra={"count": len(refused), "error": str(refused[0][1]), "retry_in": delay},
                 )
                 if await _wait(self._stopping, delay):
                     return False
                 delay = min(delay * 2, RETRY_MAX_DELAY)
-            outs = failed
+            outs = [out for out, _ in refused]
         return True
 
 
