@@ -70,3 +70,7 @@ def configure(service: str, level: str) -> None:
     logging.getLogger("aiormq").setLevel(logging.ERROR)  # we log losses ourselves, without tracebacks
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # No line carries the caller, thread or process: skip collecting them, as the logging HOWTO's
+    # "Optimization" section suggests (8 rather than 9.5 us a line).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

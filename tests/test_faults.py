@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aio_pika
+import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
@@ -131,6 +132,14 @@ async def test_gateway_503_while_broker_unreachable_then_recovers(
     refused_while_cut = progress.statuses.get(503, 0)
     assert refused_while_cut > 0
     assert len(progress.accepted) - accepted_before <= 16, "no 202 once the link is known to be down"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            stack.url + "/messages", data=b"not JSON", headers={"Content-Type": "application/json"}
+        ) as refused,
+    ):
+        answer = (refused.status, (await refused.json())["error"], refused.headers["Retry-After"])
+    assert answer == (503, "broker unavailable; retry later", "1"), "refused before its body is read"
     proxy.restore()
     await pushing
     await stack.service("gateway").wait_for_log("accepting messages")

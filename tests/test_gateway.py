@@ -130,8 +130,17 @@ async def test_structure_limits(
             b'{"payload": {"n": 123456789012345678901234567890}}',
             "has the integer 123456789012345678901234567890, which does not fit in 64 bits",
         ),
+        (
+            b'{"payload": {"list": [1, -9223372036854775809]}}',
+            "has the integer -9223372036854775809, which does not fit in 64 bits",
+        ),
     ],
-    ids=["duplicate-key", "nested-duplicate-key", "integer-too-large"],
+    ids=[
+        "duplicate-key",
+        "nested-duplicate-key",
+        "integer-too-large",
+        "negative-integer-too-large-in-a-list",
+    ],
 )
 async def test_ambiguous_json_is_refused(
     gateway: Stack, http: aiohttp.ClientSession, raw: bytes, message: str
@@ -146,7 +155,12 @@ async def test_ambiguous_json_is_refused(
 
 async def test_strings_that_look_suspicious_are_fine(gateway: Stack, http: aiohttp.ClientSession) -> None:
     """A key-like string or a long digit string makes the gateway look twice, not refuse."""
-    payload = {"note": 'say "a": 1', "card": "12345678901234567890123", "n": 18446744073709551615}
+    payload = {
+        "note": 'say "a": 1',
+        "card": "12345678901234567890123",
+        "n": 18446744073709551615,
+        "x": 1.5e300,
+    }
     doc = {"message": "note:added", "store_id": STORE, "payload": payload}  # a type with no schema
     status, got, _ = await send(http, gateway.url + "/messages/validate", orjson.dumps(doc))
     assert status == 200, got

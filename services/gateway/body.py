@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -39,13 +39,13 @@ async def read_object(request: web.Request, settings: Settings) -> dict[str, Any
             "request body must be a JSON object",
             [field_error("", "type", f"must be an object, got {json_type(doc)}")],
         )
-    error, keys = structure_error(doc, settings)
-    if error is not None:
-        raise Problem(400, "request body exceeds a structure limit", [error])
+    found = scan(doc, settings)
+    if found.error is not None:
+        raise Problem(400, "request body exceeds a structure limit", [found.error])
     # orjson silently keeps the last of duplicate keys and turns integers past 64 bits into
-    # floats. Two quick scans of the raw text say when either may have happened (strings can
-    # only make them overcount), and only then does a strict, slower parse decide.
-    suspect = key_count(raw) != keys or LONG_NUMBER.search(raw)
+    # floats. Counting keys in the raw text (strings can only make it overcount) and the scan's
+    # huge floats say when either may have happened; only then does a strict, slower parse decide.
+    suspect = key_count(raw) != found.keys or found.huge_number
     if suspect and (error := ambiguity_error(raw)) is not None:
         raise Problem(400, "request body is ambiguous JSON", [error])
     return doc
@@ -59,9 +59,6 @@ def key_count(raw: bytes) -> int:
     Counting the usual `":` is cheap; the regex only runs for text with a space before a colon."""
     count = raw.count(b'":')
     return count + len(SPACED_KEY.findall(raw)) if SPACED_KEY.search(raw) else count
-
-
-LONG_NUMBER = re.compile(rb"[0-9]{20}")  # every integer of 64 bits has at most 20 digits
 
 
 class _Ambiguous(ValueError):
@@ -106,23 +103,27 @@ def pointer(where: Where) -> str:
     return json_pointer(reversed(parts))
 
 
-def structure_error(doc: dict[str, Any], settings: Settings) -> tuple[FieldError | None, int]:
-    """The first place where `doc` nests too deep, holds too many keys or items, or a string too
-    long (limits that keep one request from costing more than its size suggests); and how many
-    keys it holds in all. Every gateway request runs this, so it allocates only per container."""
-    keys = 0
+class Scan(NamedTuple):
+    error: FieldError | None  # the first place over a structure limit
+    keys: int  # in all
+    huge_number: bool  # a float of 2**63 or more: maybe an integer past 64 bits, which orjson makes a float
+
+
+def scan(doc: dict[str, Any], settings: Settings) -> Scan:
+    """Walk `doc` once for the limits that keep one request from costing more than its size
+    suggests (depth, keys or items per container, string length) and for what `read_object`
+    must double-check. Every gateway request runs this, so it allocates only per container."""
+    keys, huge_number = 0, False
     pending: list[tuple[dict[str, Any] | list[Any], int, Where]] = [(doc, 1, ())]
     while pending:
         container, depth, where = pending.pop()
         if depth > settings.max_depth:
-            return field_error(
-                pointer(where), "maxDepth", f"nests deeper than {settings.max_depth} levels"
-            ), keys
+            message = f"nests deeper than {settings.max_depth} levels"
+            return Scan(field_error(pointer(where), "maxDepth", message), keys, huge_number)
         if len(container) > settings.max_keys:
             what = "keys" if isinstance(container, dict) else "items"
-            return field_error(
-                pointer(where), f"max{what.title()}", f"has more than {settings.max_keys} {what}"
-            ), keys
+            message = f"has more than {settings.max_keys} {what}"
+            return Scan(field_error(pointer(where), f"max{what.title()}", message), keys, huge_number)
         if isinstance(container, dict):
             keys += len(container)
             children = container.items()
@@ -132,7 +133,9 @@ def structure_error(doc: dict[str, Any], settings: Settings) -> tuple[FieldError
             if isinstance(child, str):
                 if len(child) > settings.max_string_length:
                     message = f"is longer than {settings.max_string_length} characters"
-                    return field_error(pointer((where, key)), "maxLength", message), keys
+                    return Scan(field_error(pointer((where, key)), "maxLength", message), keys, huge_number)
             elif isinstance(child, dict | list):
                 pending.append((child, depth + 1, (where, key)))
-    return None, keys
+            elif isinstance(child, float) and abs(child) >= 2**63:
+                huge_number = True
+    return Scan(None, keys, huge_number)
