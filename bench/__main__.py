@@ -35,6 +35,8 @@ WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "5"))
 WINDOW = float(os.environ.get("BENCH_SECONDS", "15"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "15"))
 OVERLOAD_SECONDS = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "60"))
+RSS_EVERY = 30.0
+FLOOD_FACTOR = float(os.environ.get("BENCH_FLOOD_FACTOR", "3"))
 UNLIMITED = {"INTEGRATOR_STORE_RATE": "0"}  # one store drives the load: no per-store limit
 
 
@@ -43,8 +45,9 @@ class Saturation:
     originals_per_s: float
     copies_per_s: float
     cpu_ms_per_original: dict[str, float]  # per process, plus "hub" and "machine"
-    rss_mb: dict[str, tuple[float, float]]  # at the start and the end of the window
+    rss_mb: list[tuple[float, dict[str, float]]]  # (seconds into the window, per service), every RSS_EVERY s
     ingest_per_s: float
+    refused_per_s: float = 0.0  # 503s over the whole run, for the hub
 
 
 def prefix(kind: str) -> str:
@@ -102,10 +105,12 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
             incoming = await depth(channel, topology.incoming)
             return store + rejected, store, incoming
 
-        rss0 = {k: rss_mb(p) for k, p in pids.items()}
+        rss = [(0.0, {k: rss_mb(p) for k, p in pids.items()})]
         cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
         machine0, (done0, store0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
-        await asyncio.sleep(WINDOW)
+        while (left := t0 + WINDOW - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, RSS_EVERY))
+            rss.append((time.monotonic() - t0, {k: rss_mb(p) for k, p in pids.items()}))
         done1, store1, in1 = await counts()
         elapsed, machine1 = time.monotonic() - t0, machine_cpu_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
@@ -118,7 +123,7 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
         originals_per_s=originals / elapsed,
         copies_per_s=(store1 - store0) * copies_per_original / elapsed,
         cpu_ms_per_original=per,
-        rss_mb={k: (rss0[k], rss_mb(p)) for k, p in pids.items()},
+        rss_mb=rss,
         ingest_per_s=(done1 - done0 + in1 - in0) / elapsed,
     )
 
@@ -177,18 +182,25 @@ async def reference_phase() -> Saturation:
         await delete_topology(name, SUBSCRIBERS)
 
 
-async def hub_phase(workdir: Path, script: Path, subscriptions: Path) -> Saturation:
+async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
+    """The hub pushed by 64 connections that send as fast as answers come: more than it can
+    take, so the gateway refuses the excess and the pipeline stays full."""
     name = prefix("hub")
     stack = Stack(name, workdir / "hub", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
     await stack.start("gateway", "validator", "router")
-    load = wrk(stack.url, script, WARMUP + WINDOW + 2, connections=64)
+    script = workdir / "saturation.lua"
+    script.write_text(wrk_script(count_statuses=True))
+    seconds = WARMUP + WINDOW + 2
+    load = wrk(stack.url, script, seconds, connections=64)
     try:
         pids = {n: s.process.pid for n, s in stack.services.items()}
-        return await measure(name, pids, {"wrk": load.pid})
+        result = await measure(name, pids, {"wrk": load.pid})
     finally:
-        load.communicate()
+        output = load.communicate()[0]
         stack.stop()
         await delete_topology(name, SUBSCRIBERS)
+    result.refused_per_s = answers(output)["refused"] / seconds
+    return result
 
 
 async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict[str, float]:
@@ -222,16 +234,27 @@ class Overload:
     latency: dict[str, float]  # of copies arriving during the flood, after warm-up
     delivered_after_drain: int  # valid copies on `store` plus messages on `rejected`
     drain_seconds: float
+    cpu_share: dict[str, float]  # of the machine's CPU during the flood, by process
 
 
-async def overload_phase(workdir: Path, subscriptions: Path) -> Overload:
-    """Flood far past saturation for OVERLOAD_SECONDS, then let the backlog drain and count."""
+def answers(wrk_output: str) -> dict[str, int]:
+    """What a script with `count_statuses` tallied: accepted (202), refused (503), limited (429), other."""
+    statuses = re.search(r"STATUS (\d+) (\d+) (\d+) (\d+)", wrk_output).groups()
+    return dict(zip(("accepted", "refused", "limited", "other"), map(int, statuses), strict=True))
+
+
+FLOOD_CONNECTIONS = 512  # enough that the schedule, not the answers, sets the pace
+
+
+async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) -> Overload:
+    """Offer FLOOD_FACTOR times the saturation rate for OVERLOAD_SECONDS from clients that ignore
+    Retry-After, then let the backlog drain and count."""
     name = prefix("flood")
     topology = Topology(name, 20)
     stack = Stack(name, workdir / "flood", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
     await stack.start("gateway", "validator", "router")
     script = workdir / "flood.lua"
-    script.write_text(wrk_script(count_statuses=True))
+    script.write_text(wrk_script(count_statuses=True, rate=FLOOD_FACTOR * saturation))
     out = workdir / "flood-latency.json"
     store = topology.accepted_queue("store")
     probe = python("-m", "bench.latency", "probe", store, str(OVERLOAD_SECONDS + 20), str(out))
@@ -239,7 +262,9 @@ async def overload_phase(workdir: Path, subscriptions: Path) -> Overload:
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         started = time.time() * 1000
-        flood = wrk(stack.url, script, OVERLOAD_SECONDS, connections=128)
+        flood = wrk(stack.url, script, OVERLOAD_SECONDS, connections=FLOOD_CONNECTIONS)
+        pids = {n: s.process.pid for n, s in stack.services.items()} | {"wrk": flood.pid, "probe": probe.pid}
+        cpu_share = await cpu_shares(pids, WARMUP, OVERLOAD_SECONDS - WARMUP - 1)
         output = (await asyncio.to_thread(flood.communicate))[0]
         ended = time.time() * 1000
         drain_start = time.monotonic()
@@ -250,18 +275,35 @@ async def overload_phase(workdir: Path, subscriptions: Path) -> Overload:
         rejected = await depth(channel, topology.rejected)
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
-    statuses = re.search(r"STATUS (\d+) (\d+) (\d+) (\d+)", output).groups()
-    answers = dict(zip(("accepted", "refused", "limited", "other"), map(int, statuses), strict=True))
     arrivals = orjson.loads(out.read_bytes())
     steady = [latency for t, latency in arrivals if started + WARMUP * 1000 <= t <= ended]
     return Overload(
         offered_per_s=requests_per_s(output),
-        answers=answers,
+        answers=answers(output),
         delivered_per_s=len(steady) / ((ended - started) / 1000 - WARMUP),
         latency=percentiles(steady),
         delivered_after_drain=len(arrivals) + rejected,
         drain_seconds=drain_seconds,
+        cpu_share=cpu_share,
     )
+
+
+async def cpu_shares(pids: dict[str, int], after: float, seconds: float) -> dict[str, float]:
+    """Each process's share of all the machine's cores over `seconds`, starting `after` seconds
+    from now; `other` is the kernel and everything else, `idle` what nobody used."""
+    broker = broker_pid()
+    watched = pids | ({"rabbitmq": broker} if broker else {})
+    await asyncio.sleep(after)
+    before, machine0, t0 = (
+        {k: cpu_seconds(p) for k, p in watched.items()},
+        machine_cpu_seconds(),
+        time.monotonic(),
+    )
+    await asyncio.sleep(seconds)
+    shares = {k: cpu_seconds(p) - before[k] for k, p in watched.items()}
+    busy, capacity = machine_cpu_seconds() - machine0, (time.monotonic() - t0) * (os.cpu_count() or 1)
+    shares |= {"other": busy - sum(shares.values()), "idle": capacity - busy}
+    return {k: v / capacity for k, v in shares.items()}
 
 
 def report(
@@ -290,6 +332,7 @@ Window: {WINDOW:.0f} s after {WARMUP:.0f} s warm-up. Messages: `order:new`, ~1.2
 | gateway process CPU per request, ms | {gateway["ours"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms / gateway["ours"].gateway_cpu_ms:.2f}x less |
 | RabbitMQ CPU per gateway request, ms | {gateway["ours"].broker_cpu_ms:.3f} | {gateway["naive"].broker_cpu_ms:.3f} | |
 | ingest (accepted by gateway or feed)/s during saturation | {hub.ingest_per_s:.0f} | {reference.ingest_per_s:.0f} | |
+| refused (503)/s during saturation | {hub.refused_per_s:.0f} | | |
 
 CPU per original, hub, by process (ms):
 
@@ -303,7 +346,7 @@ CPU per original, reference, by process (ms):
 |---|---|
 {ref_cpu}
 
-Resident memory over the saturation window, start -> end (MB): {", ".join(f"{k} {a:.0f} -> {b:.0f}" for k, (a, b) in hub.rss_mb.items())}.
+Resident memory over the saturation window, start -> end (MB): {memory(hub.rss_mb[0][1], hub.rss_mb[-1][1])}.
 
 End-to-end latency, gateway receipt to copy consumed from `accepted.store` (ms):
 
@@ -311,7 +354,7 @@ End-to-end latency, gateway receipt to copy consumed from `accepted.store` (ms):
 |---|---|---|---|---|
 {lat}
 
-Overload: wrk with 128 connections for {OVERLOAD_SECONDS:.0f} s, as fast as the gateway answers.
+Overload: wrk with {FLOOD_CONNECTIONS} connections for {OVERLOAD_SECONDS:.0f} s, requests started on a schedule of {FLOOD_FACTOR:.0f}x the saturation rate, ignoring Retry-After.
 
 | measure | value |
 |---|---|
@@ -321,6 +364,7 @@ Overload: wrk with 128 connections for {OVERLOAD_SECONDS:.0f} s, as fast as the 
 | valid originals delivered/s during the flood | {overload.delivered_per_s:.0f} ({overload.delivered_per_s / (hub.originals_per_s * (1 - 1 / INVALID_EVERY)):.0%} of the valid share at saturation) |
 | end-to-end latency of accepted messages during the flood, p50 / p90 / p99 ms | {overload.latency["p50"]:.0f} / {overload.latency["p90"]:.0f} / {overload.latency["p99"]:.0f} |
 | backlog drained after the flood in | {overload.drain_seconds:.1f} s |
+| machine CPU during the flood, by process | {", ".join(f"{k} {v:.0%}" for k, v in sorted(overload.cpu_share.items(), key=lambda kv: -kv[1]))} |
 | 202s vs messages delivered (store + rejected) after draining | {overload.answers["accepted"]} vs {overload.delivered_after_drain} ({"none lost" if overload.delivered_after_drain >= overload.answers["accepted"] else "LOST " + str(overload.answers["accepted"] - overload.delivered_after_drain)}) |
 """
 
@@ -357,25 +401,37 @@ async def run() -> str:
     print("reference relay chain at saturation ...", file=sys.stderr)
     reference = await reference_phase()
     print("hub at saturation ...", file=sys.stderr)
-    hub = await hub_phase(workdir, script, subscriptions)
+    hub = await hub_phase(workdir, subscriptions)
     print("latency at fixed rates ...", file=sys.stderr)
     latencies = [
         await latency_phase(workdir, subscriptions, rate) for rate in (100, round(hub.originals_per_s / 2))
     ]
     print(f"overload for {OVERLOAD_SECONDS:.0f} s ...", file=sys.stderr)
-    overload = await overload_phase(workdir, subscriptions)
+    overload = await overload_phase(workdir, subscriptions, hub.originals_per_s)
     return report(gateway, reference, hub, latencies, overload)
 
 
 async def saturation_only() -> str:
     """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth."""
-    workdir, script, subscriptions = workspace()
-    hub = await hub_phase(workdir, script, subscriptions)
-    memory = ", ".join(f"{k} {a:.0f} -> {b:.0f}" for k, (a, b) in hub.rss_mb.items())
-    return (
-        f"Saturation for {WINDOW:.0f} s: {hub.originals_per_s:.0f} originals/s, "
-        f"{hub.cpu_ms_per_original['hub']:.2f} ms hub CPU per original; resident memory (MB): {memory}"
+    workdir, _, subscriptions = workspace()
+    hub = await hub_phase(workdir, subscriptions)
+    series = "\n".join(
+        f"| {seconds:.0f} s | {' | '.join(f'{mb:.1f}' for mb in sample.values())} |"
+        for seconds, sample in hub.rss_mb
     )
+    return f"""Saturation for {WINDOW:.0f} s after {WARMUP:.0f} s warm-up: {hub.originals_per_s:.0f} originals/s, \
+{hub.cpu_ms_per_original["hub"]:.2f} ms hub CPU per original.
+
+Resident memory (MB):
+
+| into the window | {" | ".join(hub.rss_mb[0][1])} |
+|---|{"---|" * len(hub.rss_mb[0][1])}
+{series}
+"""
+
+
+def memory(start: dict[str, float], end: dict[str, float]) -> str:
+    return ", ".join(f"{k} {start[k]:.0f} -> {end[k]:.0f}" for k in start)
 
 
 def main() -> None:

@@ -60,9 +60,14 @@ def bodies(count: int = 100) -> list[bytes]:
     return [orjson.dumps(order(i, valid=i % INVALID_EVERY != 0)) for i in range(count)]
 
 
-def wrk_script(count: int = 100, count_statuses: bool = False) -> str:
-    """A wrk Lua script that POSTs the corpus round-robin; optionally it tallies answers by
-    status and prints `STATUS accepted refused limited other` at the end (it costs wrk some CPU)."""
+def wrk_script(count: int = 100, *, count_statuses: bool = False, rate: float = 0) -> str:
+    """A wrk Lua script that POSTs the corpus round-robin.
+
+    `count_statuses`: tally answers and print `STATUS accepted refused limited other` at the end
+    (it costs wrk some CPU). `rate`: start requests on a fixed
+    schedule, this many per second across all connections (an open loop, as long as a connection
+    is free), rather than as fast as the answers come.
+    """
     quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count))
     script = f"""
 local bodies = {{ {quoted} }}
@@ -72,6 +77,30 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   i = i % #bodies + 1
   return wrk.format(nil, "/messages", nil, bodies[i])
+end
+"""
+    if rate:
+        # wrk asks delay() before each request; it waits for the next free slot on the schedule
+        # (LuaJIT's ffi reads the clock).
+        script += f"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_nsec; }} bench_timespec;
+int clock_gettime(int clock, bench_timespec *now);
+]]
+local clock = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+local interval_ms = {1000 / rate}
+local next_slot = nil
+function delay()
+  local now = now_ms()
+  if next_slot == nil or next_slot < now - 1000 then next_slot = now end  -- catch up at most 1 s
+  local wait = next_slot - now
+  next_slot = next_slot + interval_ms
+  return wait > 0 and wait or 0
 end
 """
     if count_statuses:

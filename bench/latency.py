@@ -15,6 +15,8 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import orjson
+import uvloop
+from aiormq.abc import DeliveredMessage
 
 from bench.corpus import bodies
 from integrator.envelope import now_ms
@@ -38,19 +40,18 @@ async def push(url: str, rate: float, seconds: float) -> None:
 
 
 async def probe(queue_name: str, seconds: float) -> list[tuple[int, int]]:
+    """Consume without acks on the raw channel: the probe shares the machine with the hub, so it
+    should cost as little as a subscriber can."""
     latencies: list[tuple[int, int]] = []
     connection = await aio_pika.connect(Settings.from_env().amqp_url)
     async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=500)
-        queue = await channel.get_queue(queue_name, ensure=False)
+        channel = await (await connection.channel()).get_underlay_channel()
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
             now = now_ms()
-            latencies.append((now, now - message.headers["received_at"]))
-            await message.ack()
+            latencies.append((now, now - message.header.properties.headers["received_at"]))
 
-        await queue.consume(on_message)
+        await channel.basic_consume(queue_name, on_message, no_ack=True)
         await asyncio.sleep(seconds)
     return latencies
 
@@ -60,7 +61,7 @@ def main() -> None:
     if role == "push":
         asyncio.run(push(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
     else:
-        Path(sys.argv[4]).write_bytes(orjson.dumps(asyncio.run(probe(sys.argv[2], float(sys.argv[3])))))
+        Path(sys.argv[4]).write_bytes(orjson.dumps(uvloop.run(probe(sys.argv[2], float(sys.argv[3])))))
 
 
 if __name__ == "__main__":
