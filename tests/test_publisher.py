@@ -73,7 +73,9 @@ async def test_no_confirm_in_time_is_a_failed_publish(connection: AbstractConnec
         await impatient.publish(outbound(queue, b"slow", "slow"))
 
 
-async def test_a_channel_the_broker_closes_fails_its_pending_publishes(publisher: Publisher, prefix: str) -> None:
+async def test_a_channel_the_broker_closes_fails_its_pending_publishes(
+    publisher: Publisher, prefix: str
+) -> None:
     missing_exchange = Outbound(f"{prefix}-no-such-exchange", "", b"x", spec.Basic.Properties(message_id="x"))
     with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
         await asyncio.wait_for(publisher.publish(missing_exchange), 5)
