@@ -70,12 +70,16 @@ def naive_gateway(topology: Topology, port: int) -> None:
         return web.json_response(doc, status=202)
 
     async def connect(app: web.Application) -> None:
-        connection = await aio_pika.connect(URL)
-        channel = await connection.channel(publisher_confirms=True)
+        app["connection"] = await aio_pika.connect(URL)
+        channel = await app["connection"].channel(publisher_confirms=True)
         app["exchange"] = await channel.get_exchange(topology.incoming)
+
+    async def disconnect(app: web.Application) -> None:
+        await app["connection"].close()
 
     app = web.Application()
     app.on_startup.append(connect)
+    app.on_cleanup.append(disconnect)
     app.router.add_post("/messages", post_message)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
