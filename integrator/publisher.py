@@ -4,12 +4,12 @@ Everything published during one turn of the event loop goes to the broker as a s
 write, and every message awaits only its own confirm. aiormq's `basic_publish` writes each
 message on its own, behind a lock, a timeout scope and a queue hand-off; on this machine that
 cost 0.13 ms of client CPU and 0.10 ms of broker CPU per 1.2 KB message, where one write per
-batch costs 0.05 and 0.06 ms (`make bench`, docs/benchmarks.md).
+batch costs 0.06 and 0.05 ms (docs/benchmarks.md).
 
 The batch path registers each message with the aiormq channel exactly as `basic_publish` does
 (delivery tag, confirmation future, message id for returns), so aiormq still settles confirms,
 nacks and returns, and fails every pending confirm when the channel closes. It relies on those
-channel attributes, which is why pyproject.toml pins aiormq's minor version; tests/test_core.py
+channel attributes, which is why pyproject.toml pins aiormq's minor version; tests/test_publisher.py
 and the fault tests exercise every outcome. Every publish is `mandatory`, so a message no queue
 would take comes back as an error instead of vanishing.
 """
@@ -28,6 +28,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError, DeliveryError
 from pamqp.body import ContentBody
+from pamqp.frame import marshal
 from pamqp.header import ContentHeader
 
 from integrator import metrics
@@ -50,7 +51,7 @@ class Publisher:
         self._channel = channel
         self._timeout = timeout
         self._confirm_seconds = metrics.confirm_seconds.labels(service)
-        self._frames: list[object] = []  # of messages sent since the last write
+        self._encoded: list[bytes] = []  # messages sent since the last write, as AMQP frames
         self._unconfirmed: list[asyncio.Future] = []  # their confirms, to time out together
         self._writer: asyncio.Task | None = None
 
@@ -87,6 +88,14 @@ class Publisher:
         channel = self._channel
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
+        # Encoded here, so that a message that cannot be encoded fails its own publish only.
+        number, size = channel.number, channel.max_content_size
+        frames = [
+            spec.Basic.Publish(exchange=out.exchange, routing_key=out.routing_key, mandatory=True),
+            ContentHeader(properties=out.properties, body_size=len(out.body)),
+            *(ContentBody(out.body[i : i + size]) for i in range(0, len(out.body), size)),
+        ]
+        encoded = b"".join(marshal(frame, number) for frame in frames)
         channel.delivery_tag += 1
         tag = channel.delivery_tag
         confirm = channel.create_future()
@@ -94,12 +103,7 @@ class Publisher:
         message_id = out.properties.message_id
         channel.message_id_delivery_tag[message_id] = tag
         confirm.add_done_callback(partial(_forget, channel, message_id, tag))
-        self._frames.append(
-            spec.Basic.Publish(exchange=out.exchange, routing_key=out.routing_key, mandatory=True)
-        )
-        self._frames.append(ContentHeader(properties=out.properties, body_size=len(out.body)))
-        size = channel.max_content_size
-        self._frames.extend(ContentBody(out.body[i : i + size]) for i in range(0, len(out.body), size))
+        self._encoded.append(encoded)
         self._unconfirmed.append(confirm)
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write())  # runs once this turn's publishes are in
@@ -112,12 +116,13 @@ class Publisher:
         aiormq's write queue (a blocked connection), new publishes join the next write.
         """
         try:
-            while self._frames:
-                frames, self._frames = self._frames, []
+            while self._encoded:
+                encoded, self._encoded = self._encoded, []
                 unconfirmed, self._unconfirmed = self._unconfirmed, []
                 asyncio.get_running_loop().call_later(self._timeout, _expire, unconfirmed, self._timeout)
-                frame = ChannelFrame.marshall(frames=frames, channel_number=self._channel.number)
-                await self._channel.write_queue.put(frame)
+                await self._channel.write_queue.put(
+                    ChannelFrame(payload=b"".join(encoded), should_close=False)
+                )
         finally:
             self._writer = None
 

@@ -81,3 +81,13 @@ async def test_a_channel_the_broker_closes_fails_its_pending_publishes(
         await asyncio.wait_for(publisher.publish(missing_exchange), 5)
     with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
         await publisher.publish(missing_exchange)
+
+
+async def test_a_message_that_cannot_be_encoded_fails_alone(
+    publisher: Publisher, queue: str, channel: AbstractChannel
+) -> None:
+    unencodable = Outbound("", queue, b"?", spec.Basic.Properties(message_id="bad", headers={"x": object()}))
+    with pytest.raises(TypeError, match="Unknown type"):
+        await publisher.publish_all([outbound(queue, b"same write", "same write"), unencodable])
+    assert await publisher.publish_all([outbound(queue, b"later", "later")]) == []
+    assert [m.message_id for m in await take(channel, queue, 2)] == ["same write", "later"]
