@@ -11,7 +11,8 @@ The batch path registers each message with the aiormq channel exactly as `basic_
 nacks and returns, and fails every pending confirm when the channel closes. It relies on those
 channel attributes, which is why pyproject.toml pins aiormq's minor version; tests/test_publisher.py
 and the fault tests exercise every outcome. Every publish is `mandatory`, so a message no queue
-would take comes back as an error instead of vanishing.
+would take comes back as an error instead of vanishing. A confirm that times out is not taken
+back: the message may still be stored, so a retry can repeat it (at-least-once, as everywhere).
 """
 
 from __future__ import annotations
