@@ -63,9 +63,8 @@ class Publisher:
 
     async def publish(self, out: Outbound) -> None:
         """Return once the broker has confirmed `out`; raise PublishFailed if it will not."""
-        started = time.perf_counter()
-        await _confirmed(self._send(out), out)
-        self._confirm_seconds.observe(time.perf_counter() - started)
+        if refused := await self.publish_all((out,)):
+            raise refused[0][1]
 
     async def publish_all(self, outs: Sequence[Outbound]) -> list[tuple[Outbound, PublishFailed]]:
         """Publish `outs` together; return the ones the broker refused, each with its reason.
