@@ -30,7 +30,7 @@ class Settings:
     delivery_limit: int = 20
     publish_timeout: float = 10.0
     retry_after_seconds: int = 1
-    max_backlog: int = 500
+    max_backlog: int = 250
     gateway_max_in_flight: int = 1024
     store_rate: float = 300.0
     store_burst: int = 600
