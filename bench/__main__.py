@@ -38,6 +38,9 @@ OVERLOAD_SECONDS = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "60"))
 RSS_EVERY = 30.0
 FLOOD_FACTOR = float(os.environ.get("BENCH_FLOOD_FACTOR", "3"))
 UNLIMITED = {"INTEGRATOR_STORE_RATE": "0"}  # one store drives the load: no per-store limit
+PROBED, COUNTED = "store", "erp"
+"""Every valid original reaches both: the latency probe consumes `store` in every phase that
+delivers (so saturation and the flood pay for the same consumer), and depths are read on `erp`."""
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Saturation:
     rss_mb: list[tuple[float, dict[str, float]]]  # (seconds into the window, per service), every RSS_EVERY s
     ingest_per_s: float
     refused_per_s: float = 0.0  # 503s over the whole run, for the hub
+    latency: dict[str, float] | None = None  # of copies arriving in the window, for the hub
 
 
 def prefix(kind: str) -> str:
@@ -91,7 +95,7 @@ async def wait_for_port(port: int, within: float = 20) -> None:
 
 
 async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -> Saturation:
-    """Over WINDOW seconds after WARMUP: originals reaching subscriber `store` (or `rejected`), CPU per original."""
+    """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED (or `rejected`), CPU per original."""
     topology = Topology(name, 20)
     broker = broker_pid()
     watched = {**pids, **({"rabbitmq": broker} if broker else {})}
@@ -100,18 +104,18 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
         await asyncio.sleep(WARMUP)
 
         async def counts() -> tuple[int, int, int]:
-            store = await depth(channel, topology.accepted_queue("store"))
+            valid = await depth(channel, topology.accepted_queue(COUNTED))
             rejected = await depth(channel, topology.rejected)
             incoming = await depth(channel, topology.incoming)
-            return store + rejected, store, incoming
+            return valid + rejected, valid, incoming
 
         rss = [(0.0, {k: rss_mb(p) for k, p in pids.items()})]
         cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
-        machine0, (done0, store0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
+        machine0, (done0, valid0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
         while (left := t0 + WINDOW - time.monotonic()) > 0:
             await asyncio.sleep(min(left, RSS_EVERY))
             rss.append((time.monotonic() - t0, {k: rss_mb(p) for k, p in pids.items()}))
-        done1, store1, in1 = await counts()
+        done1, valid1, in1 = await counts()
         elapsed, machine1 = time.monotonic() - t0, machine_cpu_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
     originals = max(done1 - done0, 1)
@@ -121,7 +125,7 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
     copies_per_original = len(SUBSCRIBERS)  # order:new reaches every subscriber
     return Saturation(
         originals_per_s=originals / elapsed,
-        copies_per_s=(store1 - store0) * copies_per_original / elapsed,
+        copies_per_s=(valid1 - valid0) * copies_per_original / elapsed,
         cpu_ms_per_original=per,
         rss_mb=rss,
         ingest_per_s=(done1 - done0 + in1 - in0) / elapsed,
@@ -191,13 +195,26 @@ def median_run(turns: list[GatewayRun]) -> GatewayRun:
     )
 
 
-async def reference_phase() -> Saturation:
+def probe(name: str, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """The latency probe on subscriber PROBED's queue, recording to `out` for `seconds`."""
+    return python(
+        "-m", "bench.latency", "probe", Topology(name, 20).accepted_queue(PROBED), str(seconds), str(out)
+    )
+
+
+def arrivals(out: Path) -> list[tuple[int, int]]:
+    """What a probe recorded: (arrival ms, latency ms) per copy."""
+    return orjson.loads(out.read_bytes())
+
+
+async def reference_phase(workdir: Path) -> Saturation:
     name = prefix("ref")
     await declare(name)
     procs = {role: python("-m", "bench.reference", role, name) for role in ("validate", "route", "feed")}
+    procs["probe"] = probe(name, WARMUP + WINDOW + 2, workdir / "reference-latency.json")
     try:
         return await measure(name, {"validate": procs["validate"].pid, "route": procs["route"].pid},
-                             {"feed": procs["feed"].pid})  # fmt: skip
+                             {"feed": procs["feed"].pid, "probe": procs["probe"].pid})  # fmt: skip
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -214,15 +231,22 @@ async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
     script = workdir / "saturation.lua"
     script.write_text(wrk_script(count_statuses=True))
     seconds = WARMUP + WINDOW + 2
+    out = workdir / "saturation-latency.json"
+    latency_probe = probe(name, seconds + 1, out)
     load = wrk(stack.url, script, seconds, connections=64)
+    started = time.time() * 1000
     try:
         pids = {n: s.process.pid for n, s in stack.services.items()}
-        result = await measure(name, pids, {"wrk": load.pid})
+        result = await measure(name, pids, {"wrk": load.pid, "probe": latency_probe.pid})
+        ended = time.time() * 1000
     finally:
         output = load.communicate()[0]
+        await asyncio.to_thread(latency_probe.wait)
         stack.stop()
         await delete_topology(name, SUBSCRIBERS)
     result.refused_per_s = answers(output)["refused"] / seconds
+    window = [latency for t, latency in arrivals(out) if started + WARMUP * 1000 <= t <= ended]
+    result.latency = percentiles(window)
     return result
 
 
@@ -233,15 +257,14 @@ async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict
     )
     await stack.start("gateway", "validator", "router")
     out = workdir / f"latency-{int(rate)}.json"
-    probe = python("-m", "bench.latency", "probe", Topology(name, 20).accepted_queue("store"),
-                   str(LATENCY_SECONDS + 3), str(out))  # fmt: skip
+    latency_probe = probe(name, LATENCY_SECONDS + 3, out)
     await asyncio.sleep(1)
     pusher = python("-m", "bench.latency", "push", stack.url, str(rate), str(LATENCY_SECONDS))
     await asyncio.to_thread(pusher.wait)
-    await asyncio.to_thread(probe.wait)
+    await asyncio.to_thread(latency_probe.wait)
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
-    return {"rate": rate, **percentiles([latency for _, latency in orjson.loads(out.read_bytes())])}
+    return {"rate": rate, **percentiles([latency for _, latency in arrivals(out)])}
 
 
 def percentiles(latencies: list[int]) -> dict[str, float]:
@@ -279,14 +302,16 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
     script = workdir / "flood.lua"
     script.write_text(wrk_script(count_statuses=True, rate=FLOOD_FACTOR * saturation))
     out = workdir / "flood-latency.json"
-    store = topology.accepted_queue("store")
-    probe = python("-m", "bench.latency", "probe", store, str(OVERLOAD_SECONDS + 20), str(out))
+    latency_probe = probe(name, OVERLOAD_SECONDS + 20, out)
     await asyncio.sleep(1)
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         started = time.time() * 1000
         flood = wrk(stack.url, script, OVERLOAD_SECONDS, connections=FLOOD_CONNECTIONS)
-        pids = {n: s.process.pid for n, s in stack.services.items()} | {"wrk": flood.pid, "probe": probe.pid}
+        pids = {n: s.process.pid for n, s in stack.services.items()} | {
+            "wrk": flood.pid,
+            "probe": latency_probe.pid,
+        }
         cpu_share = await cpu_shares(pids, WARMUP, OVERLOAD_SECONDS - WARMUP - 1)
         output = (await asyncio.to_thread(flood.communicate))[0]
         ended = time.time() * 1000
@@ -294,18 +319,18 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
         while await depth(channel, topology.incoming) + await depth(channel, topology.validated):  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         drain_seconds = time.monotonic() - drain_start
-        await asyncio.to_thread(probe.wait)
+        await asyncio.to_thread(latency_probe.wait)
         rejected = await depth(channel, topology.rejected)
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
-    arrivals = orjson.loads(out.read_bytes())
-    steady = [latency for t, latency in arrivals if started + WARMUP * 1000 <= t <= ended]
+    copies = arrivals(out)
+    steady = [latency for t, latency in copies if started + WARMUP * 1000 <= t <= ended]
     return Overload(
         offered_per_s=requests_per_s(output),
         answers=answers(output),
         delivered_per_s=len(steady) / ((ended - started) / 1000 - WARMUP),
         latency=percentiles(steady),
-        delivered_after_drain=len(arrivals) + rejected,
+        delivered_after_drain=len(copies) + rejected,
         drain_seconds=drain_seconds,
         cpu_share=cpu_share,
     )
@@ -346,8 +371,11 @@ def report(
     )
     ref_cpu = "\n".join(f"| {k} | {v:.3f} |" for k, v in reference.cpu_ms_per_original.items())
     lat = "\n".join(
-        f"| {r['rate']:.0f}/s | {r['count']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} |"
-        for r in latencies
+        f"| {r['rate']} | {r['count']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} |"
+        for r in [
+            *({**r, "rate": f"{r['rate']:.0f}/s"} for r in latencies),
+            {**hub.latency, "rate": "saturation"},
+        ]
     )
     return f"""## Run of {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -431,7 +459,7 @@ async def run() -> str:
     print("gateway: ours vs a confirm-per-request handler ...", file=sys.stderr)
     gateway = await gateway_phase(workdir, script)
     print("reference relay chain at saturation ...", file=sys.stderr)
-    reference = await reference_phase()
+    reference = await reference_phase(workdir)
     print("hub at saturation ...", file=sys.stderr)
     hub = await hub_phase(workdir, subscriptions)
     print("latency at fixed rates ...", file=sys.stderr)

@@ -49,7 +49,8 @@ async def probe(queue_name: str, seconds: float) -> list[tuple[int, int]]:
 
         async def on_message(message: DeliveredMessage) -> None:
             now = now_ms()
-            latencies.append((now, now - message.header.properties.headers["received_at"]))
+            if (received_at := message.header.properties.headers.get("received_at")) is not None:
+                latencies.append((now, now - received_at))  # the reference's messages carry none
 
         await channel.basic_consume(queue_name, on_message, no_ack=True)
         await asyncio.sleep(seconds)
