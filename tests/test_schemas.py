@@ -94,3 +94,60 @@ def test_bad_schema_file_is_named(tmp_path: Path, content: str, problem: str) ->
     bad.write_text(content)
     with pytest.raises(SchemaFileError, match=f"{bad}: {problem}"):
         SchemaCatalogue.load(tmp_path)
+
+
+def test_every_rule_reads_as_a_sentence(tmp_path: Path) -> None:
+    (tmp_path / "loyalty").mkdir()
+    (tmp_path / "loyalty" / "points.json").write_text(
+        """{
+          "type": "object",
+          "required": ["points", "tier"],
+          "additionalProperties": false,
+          "$defs": {"code": {"title": "a voucher code", "type": "string", "pattern": "^V[0-9]+$"}},
+          "properties": {
+            "points": {"type": "integer", "minimum": 1, "maximum": 100},
+            "tier": {"enum": ["gold", "silver"]},
+            "codes": {"type": "array", "items": {"$ref": "#/$defs/code"}, "maxItems": 2},
+            "note": {"type": "string", "minLength": 1, "maxLength": 5},
+            "kind": {"const": "bonus"},
+            "extra": {"anyOf": [{"type": "null"}, {"type": "integer"}]}
+          }
+        }"""
+    )
+    catalogue = SchemaCatalogue.load(tmp_path)
+    payload = {
+        "points": 0,
+        "tier": "bronze",
+        "codes": ["V1", "X2", 3],
+        "note": "",
+        "kind": "malus",
+        "extra": {"b": 1, "a": 2},
+        "surprise": True,
+    }
+    assert catalogue.errors(message("loyalty:points", payload)) == [
+        {
+            "path": "/payload",
+            "rule": "additionalProperties",
+            "message": "has properties the schema does not allow",
+        },
+        {"path": "/payload/codes", "rule": "maxItems", "message": "must have at most 2 items, got 3"},
+        {"path": "/payload/codes/1", "rule": "pattern", "message": 'must be a voucher code, got "X2"'},
+        {"path": "/payload/codes/2", "rule": "type", "message": "must be a voucher code, got 3"},
+        {
+            "path": "/payload/extra",
+            "rule": "anyOf",
+            "message": 'matches none of the allowed forms, got {"b":1,"a":2}',
+        },
+        {"path": "/payload/kind", "rule": "const", "message": 'must be "bonus", got "malus"'},
+        {"path": "/payload/note", "rule": "minLength", "message": "must not be empty"},
+        {"path": "/payload/points", "rule": "minimum", "message": "must be >= 1, got 0"},
+        {
+            "path": "/payload/tier",
+            "rule": "enum",
+            "message": 'must be one of ["gold","silver"], got "bronze"',
+        },
+    ]
+    assert catalogue.errors(message("loyalty:points", {"points": 101})) == [
+        {"path": "/payload/points", "rule": "maximum", "message": "must be <= 100, got 101"},
+        {"path": "/payload/tier", "rule": "required", "message": "is required"},
+    ]
