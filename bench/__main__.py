@@ -281,12 +281,19 @@ class Overload:
     delivered_after_drain: int  # valid copies on `store` plus messages on `rejected`
     drain_seconds: float
     cpu_share: dict[str, float]  # of the machine's CPU during the flood, by process
+    answer_ms: tuple[float, float]  # p50, p99 of the time clients waited for any answer
 
 
 def answers(wrk_output: str) -> dict[str, int]:
     """What a script with `count_statuses` tallied: accepted (202), refused (503), limited (429), other."""
     statuses = re.search(r"STATUS (\d+) (\d+) (\d+) (\d+)", wrk_output).groups()
     return dict(zip(("accepted", "refused", "limited", "other"), map(int, statuses), strict=True))
+
+
+def answer_ms(wrk_output: str) -> tuple[float, float]:
+    """What a script with `count_statuses` measured: p50 and p99 ms from request to answer."""
+    p50, p99 = re.search(r"ANSWER_MS ([\d.]+) ([\d.]+)", wrk_output).groups()
+    return float(p50), float(p99)
 
 
 FLOOD_CONNECTIONS = 512  # enough that the schedule, not the answers, sets the pace
@@ -333,6 +340,7 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
         delivered_after_drain=len(copies) + rejected,
         drain_seconds=drain_seconds,
         cpu_share=cpu_share,
+        answer_ms=answer_ms(output),
     )
 
 
@@ -421,6 +429,7 @@ Overload: wrk with {FLOOD_CONNECTIONS} connections for {OVERLOAD_SECONDS:.0f} s,
 | offered requests/s | {overload.offered_per_s:.0f} ({overload.offered_per_s / hub.originals_per_s:.1f}x saturation) |
 | answers | {", ".join(f"{k} {v}" for k, v in overload.answers.items())} |
 | refused share | {overload.answers["refused"] / max(sum(overload.answers.values()), 1):.1%} |
+| time to an answer (202 or 503) as clients saw it, p50 / p99 ms | {overload.answer_ms[0]:.0f} / {overload.answer_ms[1]:.0f} |
 | valid originals delivered/s during the flood | {overload.delivered_per_s:.0f} ({overload.delivered_per_s / (hub.originals_per_s * (1 - 1 / INVALID_EVERY)):.0%} of the valid share at saturation) |
 | end-to-end latency of accepted messages during the flood, p50 / p90 / p99 ms | {overload.latency["p50"]:.0f} / {overload.latency["p90"]:.0f} / {overload.latency["p99"]:.0f} |
 | backlog drained after the flood in | {overload.drain_seconds:.1f} s |

@@ -63,8 +63,8 @@ def bodies(count: int = 100) -> list[bytes]:
 def wrk_script(count: int = 100, *, count_statuses: bool = False, rate: float = 0) -> str:
     """A wrk Lua script that POSTs the corpus round-robin.
 
-    `count_statuses`: tally answers and print `STATUS accepted refused limited other` at the end
-    (it costs wrk some CPU). `rate`: start requests on a fixed
+    `count_statuses`: tally answers and print `STATUS accepted refused limited other`, and
+    `ANSWER_MS p50 p99` of the time to an answer, at the end (it costs wrk some CPU). `rate`: start requests on a fixed
     schedule, this many per second across all connections (an open loop, as long as a connection
     is free), rather than as fast as the answers come.
     """
@@ -120,6 +120,7 @@ function done(summary, latency, requests)
     a = a + t:get("accepted"); r = r + t:get("refused"); l = l + t:get("limited"); o = o + t:get("other")
   end
   io.write(string.format("STATUS %d %d %d %d\\n", a, r, l, o))
+  io.write(string.format("ANSWER_MS %.1f %.1f\\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
     return script
