@@ -79,16 +79,22 @@ async def test_stop_finishes_what_was_delivered(
     assert len(handled) + queue.declaration_result.message_count == 5, "each message handled or still queued"
 
 
+@pytest.fixture
+async def full(prefix: str, channel: AbstractChannel) -> AsyncIterator[str]:
+    """An exchange and queue of that name that holds two messages and refuses more."""
+    name = f"{prefix}.small"
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT)
+    queue = await channel.declare_queue(name, arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    await queue.bind(exchange)
+    yield name
+    await queue.delete(if_unused=False, if_empty=False)
+    await exchange.delete()
+
+
 async def test_a_refused_publish_is_retried_until_confirmed_not_dead_lettered(
-    prefix: str, connection: AbstractConnection, channel: AbstractChannel
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel, full: str
 ) -> None:
     topology = Topology(prefix, delivery_limit=1)
-    full = f"{prefix}.small"
-    exchange = await channel.declare_exchange(full, aio_pika.ExchangeType.FANOUT, auto_delete=True)
-    small = await channel.declare_queue(
-        full, auto_delete=True, arguments={"x-max-length": 2, "x-overflow": "reject-publish"}
-    )
-    await small.bind(exchange)
 
     def handler(delivery: DeliveredMessage) -> list[Outbound]:
         return [Outbound(full, "", delivery.body, delivery.header.properties)]
