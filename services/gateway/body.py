@@ -112,29 +112,32 @@ def scan(doc: dict[str, Any], settings: Settings) -> Scan:
     """Walk `doc` once for the limits that keep one request from costing more than its size
     suggests (depth, keys or items per container, string length) and for what `read_object`
     must double-check. Every gateway request runs this, so it allocates only per container."""
+    max_depth, max_keys, max_length = settings.max_depth, settings.max_keys, settings.max_string_length
     keys, huge_number = 0, False
     pending: list[tuple[dict[str, Any] | list[Any], int, Where]] = [(doc, 1, ())]
     while pending:
         container, depth, where = pending.pop()
-        if depth > settings.max_depth:
-            message = f"nests deeper than {settings.max_depth} levels"
+        if depth > max_depth:
+            message = f"nests deeper than {max_depth} levels"
             return Scan(field_error(pointer(where), "maxDepth", message), keys, huge_number)
-        if len(container) > settings.max_keys:
-            what = "keys" if isinstance(container, dict) else "items"
-            message = f"has more than {settings.max_keys} {what}"
+        if len(container) > max_keys:
+            what = "keys" if type(container) is dict else "items"
+            message = f"has more than {max_keys} {what}"
             return Scan(field_error(pointer(where), f"max{what.title()}", message), keys, huge_number)
-        if isinstance(container, dict):
+        if type(container) is dict:
             keys += len(container)
             children = container.items()
         else:
             children = enumerate(container)
+        # orjson makes exact types, so `type(...) is` serves, and costs less than isinstance
         for key, child in children:
-            if isinstance(child, str):
-                if len(child) > settings.max_string_length:
-                    message = f"is longer than {settings.max_string_length} characters"
+            kind = type(child)
+            if kind is str:
+                if len(child) > max_length:
+                    message = f"is longer than {max_length} characters"
                     return Scan(field_error(pointer((where, key)), "maxLength", message), keys, huge_number)
-            elif isinstance(child, dict | list):
+            elif kind is dict or kind is list:
                 pending.append((child, depth + 1, (where, key)))
-            elif isinstance(child, float) and abs(child) >= 2**63:
+            elif kind is float and abs(child) >= 2**63:
                 huge_number = True
     return Scan(None, keys, huge_number)
