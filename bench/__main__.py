@@ -97,8 +97,7 @@ async def wait_for_port(port: int, within: float = 20) -> None:
 async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -> Saturation:
     """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED (or `rejected`), CPU per original."""
     topology = Topology(name, 20)
-    broker = broker_pid()
-    watched = {**pids, **({"rabbitmq": broker} if broker else {})}
+    watched = with_broker(pids)
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         await asyncio.sleep(WARMUP)
@@ -207,6 +206,17 @@ def arrivals(out: Path) -> list[tuple[int, int]]:
     return orjson.loads(out.read_bytes())
 
 
+def warm(copies: list[tuple[int, int]], started: float, ended: float = float("inf")) -> list[int]:
+    """Latencies of the copies that arrived after the warm-up that began at `started` (ms), up to `ended`."""
+    return [latency for t, latency in copies if started + WARMUP * 1000 <= t <= ended]
+
+
+def with_broker(pids: dict[str, int]) -> dict[str, int]:
+    """`pids` and the RabbitMQ VM's, when it runs on this machine."""
+    broker = broker_pid()
+    return pids | ({"rabbitmq": broker} if broker else {})
+
+
 async def reference_phase(workdir: Path) -> Saturation:
     name = prefix("ref")
     await declare(name)
@@ -245,8 +255,7 @@ async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
         stack.stop()
         await delete_topology(name, SUBSCRIBERS)
     result.refused_per_s = answers(output)["refused"] / seconds
-    window = [latency for t, latency in arrivals(out) if started + WARMUP * 1000 <= t <= ended]
-    result.latency = percentiles(window)
+    result.latency = percentiles(warm(arrivals(out), started, ended))
     return result
 
 
@@ -269,11 +278,10 @@ async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
     copies = arrivals(out)
-    warm = started + WARMUP * 1000
     return {
         "rate": rate,
-        **percentiles([latency for t, latency in copies if t >= warm]),
-        "warmup_max": max((latency for t, latency in copies if t < warm), default=0),
+        **percentiles(warm(copies, started)),
+        "warmup_max": max((latency for t, latency in copies if t < started + WARMUP * 1000), default=0),
     }
 
 
@@ -341,7 +349,7 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
     copies = arrivals(out)
-    steady = [latency for t, latency in copies if started + WARMUP * 1000 <= t <= ended]
+    steady = warm(copies, started, ended)
     return Overload(
         offered_per_s=requests_per_s(output),
         answers=answers(output),
@@ -357,8 +365,7 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
 async def cpu_shares(pids: dict[str, int], after: float, seconds: float) -> dict[str, float]:
     """Each process's share of all the machine's cores over `seconds`, starting `after` seconds
     from now; `other` is the kernel and everything else, `idle` what nobody used."""
-    broker = broker_pid()
-    watched = pids | ({"rabbitmq": broker} if broker else {})
+    watched = with_broker(pids)
     await asyncio.sleep(after)
     before, machine0, t0 = (
         {k: cpu_seconds(p) for k, p in watched.items()},
@@ -389,11 +396,7 @@ def report(
     )
     ref_cpu = "\n".join(f"| {k} | {v:.3f} |" for k, v in reference.cpu_ms_per_original.items())
     lat = "\n".join(
-        f"| {r['rate']} | {r['count']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r.get('warmup_max', '')} |"
-        for r in [
-            *({**r, "rate": f"{r['rate']:.0f}/s"} for r in latencies),
-            {**hub.latency, "rate": "saturation"},
-        ]
+        [*(latency_row(f"{r['rate']:.0f}/s", r) for r in latencies), latency_row("saturation", hub.latency)]
     )
     return f"""## Run of {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -446,6 +449,10 @@ Overload: wrk with {FLOOD_CONNECTIONS} connections for {OVERLOAD_SECONDS:.0f} s,
 | machine CPU during the flood, by process | {", ".join(f"{k} {v:.0%}" for k, v in sorted(overload.cpu_share.items(), key=lambda kv: -kv[1]))} |
 | 202s vs messages delivered (store + rejected) after draining | {overload.answers["accepted"]} vs {overload.delivered_after_drain} ({"none lost" if overload.delivered_after_drain >= overload.answers["accepted"] else "LOST " + str(overload.answers["accepted"] - overload.delivered_after_drain)}) |
 """
+
+
+def latency_row(offered: str, r: dict[str, float]) -> str:
+    return f"| {offered} | {r['count']} | {r['p50']:.1f} | {r['p90']:.1f} | {r['p99']:.1f} | {r.get('warmup_max', '')} |"
 
 
 def cpu_model() -> str:
