@@ -13,6 +13,7 @@ from integrator import envelope, metrics
 from integrator.errors import field_error
 from integrator.health import add_health_routes
 from integrator.ids import new_message_id
+from integrator.logs import message_line
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
@@ -144,7 +145,7 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     except BrokerUnavailable as exc:
         raise unavailable(request, exc) from None
     metrics.requests.labels("accepted").inc()
-    log.info("accepted", extra={"message_id": message_id, "message_type": message, "store_id": store_id})
+    message_line(log, "accepted", {"message_id": message_id, "message_type": message, "store_id": store_id})
     return web.Response(status=202, body=body, content_type="application/json")
 
 

@@ -10,6 +10,7 @@ from aiormq.abc import DeliveredMessage
 from integrator import envelope, metrics
 from integrator.consumer import Handler
 from integrator.ids import child_message_id
+from integrator.logs import message_line
 from integrator.publisher import Outbound
 from integrator.subscriptions import Subscriptions
 from integrator.topology import Topology
@@ -35,8 +36,8 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             return [Outbound(topology.dead, "", delivery.body, envelope.with_headers(props, reason=reason))]
         if not subscribers:
             metrics.unrouted.inc()
-            log.info(
-                "unrouted", extra={"message_id": parent_id, "message_type": message, "store_id": store_id}
+            message_line(
+                log, "unrouted", {"message_id": parent_id, "message_type": message, "store_id": store_id}
             )
             return [Outbound(topology.unrouted, message, delivery.body, props)]
         received_at = (props.headers or {}).get("received_at")
@@ -52,8 +53,9 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             props_out = envelope.properties(message, child_id, headers)
             outs.append(Outbound(topology.accepted, subscriber, body, props_out))
             routed[subscriber].inc()
-            log.info("routed", extra={"message_id": child_id, "parent_id": parent_id, "message_type": message,
-                                      "store_id": store_id, "subscriber": subscriber})  # fmt: skip
+            fields = {"message_id": child_id, "parent_id": parent_id, "message_type": message,
+                      "store_id": store_id, "subscriber": subscriber}  # fmt: skip
+            message_line(log, "routed", fields)
         return outs
 
     return route

@@ -11,6 +11,7 @@ from integrator import metrics
 from integrator.consumer import Handler
 from integrator.envelope import with_headers
 from integrator.errors import FieldError, field_error
+from integrator.logs import message_line
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
 from integrator.topology import Topology
@@ -36,10 +37,10 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handle
             metrics.validated.labels(
                 metrics.message_label(message, known), "rejected", reason_class(errors)
             ).inc()
-            log.info("rejected", extra={**ids, "errors": len(errors), "first_error": errors[0]["path"]})
+            message_line(log, "rejected", {**ids, "errors": len(errors), "first_error": errors[0]["path"]})
             return [Outbound(topology.rejected, "", delivery.body, with_headers(props, errors=errors))]
         metrics.validated.labels(metrics.message_label(message, known), "accepted", "").inc()
-        log.info("validated", extra=ids)
+        message_line(log, "validated", ids)
         return [Outbound(topology.validated, message, delivery.body, props)]
 
     return validate
