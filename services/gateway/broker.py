@@ -34,7 +34,7 @@ class BrokerLink:
         self.topology = Topology.from_settings(settings)
         self._publisher: Publisher | None = None
         self._in_flight = 0
-        self._in_flight_gauge = metrics.in_flight.labels("gateway")
+        metrics.in_flight.labels("gateway").set_function(lambda: self._in_flight)  # read when scraped
         self._shedding_until = 0.0
 
     @property
@@ -45,7 +45,6 @@ class BrokerLink:
         """Return once the broker confirmed `out`, or raise BrokerUnavailable."""
         publisher = self.admit()
         self._in_flight += 1
-        self._in_flight_gauge.inc()
         try:
             await publisher.publish(out)
         except PublishFailed as exc:
@@ -57,7 +56,6 @@ class BrokerLink:
             raise BrokerUnavailable(f"broker connection lost: {exc!r}") from None
         finally:
             self._in_flight -= 1
-            self._in_flight_gauge.dec()
 
     def admit(self) -> Publisher:
         """The publisher to use now; or BrokerUnavailable, cheaply, while a push cannot be taken:
