@@ -34,11 +34,12 @@ def _table(table: dict[str, object]) -> bytes:
         kind = type(value)
         if kind is str:
             data = value.encode()
-            parts.append(bytes((len(name),)) + name + b"S" + _LONG.pack(len(data)) + data)
+            encoded_value = b"S" + _LONG.pack(len(data)) + data
         elif kind is int:
-            parts.append(bytes((len(name),)) + name + encode.table_integer(value))
+            encoded_value = encode.table_integer(value)
         else:
-            parts.append(bytes((len(name),)) + name + encode.encode_table_value(value))
+            encoded_value = encode.encode_table_value(value)
+        parts.append(bytes((len(name),)) + name + encoded_value)
     encoded = b"".join(parts)
     return _LONG.pack(len(encoded)) + encoded
 
