@@ -59,6 +59,8 @@ class JsonLines:
 
 
 class JsonLinesHandler(logging.Handler):
+    """Every logging record as a JSON line: its `extra` fields, and the traceback if any."""
+
     def __init__(self, lines: JsonLines) -> None:
         super().__init__()
         self.lines = lines
