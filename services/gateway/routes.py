@@ -30,6 +30,7 @@ BROKER = web.AppKey("broker", BrokerLink)
 RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
 TOKENS = web.AppKey("tokens", ReloadingTokens)
+ACCEPTED = metrics.requests.labels("accepted")  # looked up once: every push that succeeds counts
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -82,18 +83,18 @@ def refuse_if_unavailable(request: web.Request) -> web.Response | None:
     try:
         request.app[BROKER].admit()
     except BrokerUnavailable as exc:
-        return unavailable(request, exc).response()
+        return unavailable(request, exc)
     return None
 
 
-def unavailable(request: web.Request, exc: BrokerUnavailable) -> Problem:
+def unavailable(request: web.Request, exc: BrokerUnavailable) -> web.Response:
     """The 503 for a push the hub cannot store now: full, or cut off from the broker."""
     at_capacity = isinstance(exc, AtCapacity)
     metrics.requests.labels("refused" if at_capacity else "unavailable").inc()
     log.debug("not accepted", extra={"error": str(exc)})
     summary = "the hub is at capacity; retry later" if at_capacity else "broker unavailable; retry later"
     retry_after = str(request.app[SETTINGS].retry_after_seconds)
-    return Problem(503, summary, headers={"Retry-After": retry_after})
+    return Problem(503, summary, headers={"Retry-After": retry_after}).response()
 
 
 async def validate_message(request: web.Request) -> web.Response:
@@ -147,8 +148,8 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     try:
         await broker.publish(Outbound(broker.topology.incoming, message, body, props))
     except BrokerUnavailable as exc:
-        return unavailable(request, exc).response()
-    metrics.requests.labels("accepted").inc()
+        return unavailable(request, exc)
+    ACCEPTED.inc()
     message_line(log, "accepted", {"message_id": message_id, "message_type": message, "store_id": store_id})
     return web.Response(status=202, body=body, content_type="application/json")
 
