@@ -75,7 +75,7 @@ def message_frames(
             flags |= flag
             encoded.append(encoder(value))
     header = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, len(body), flags) + b"".join(encoded)
-    frames = [publish_frame(exchange, routing_key, channel), _frame(_HEADER_FRAME, channel, header)]
+    frames = [_publish_frame(exchange, routing_key, channel), _frame(_HEADER_FRAME, channel, header)]
     frames.extend(
         _frame(_BODY_FRAME, channel, body[i : i + max_chunk]) for i in range(0, len(body), max_chunk)
     )
@@ -87,7 +87,7 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
 
 
 @lru_cache(maxsize=1024)
-def publish_frame(exchange: str, routing_key: str, channel: int) -> bytes:
+def _publish_frame(exchange: str, routing_key: str, channel: int) -> bytes:
     """The Basic.Publish method frame, the same for every message to one exchange and routing
     key: encoding it once saves about a tenth of the client's CPU per publish."""
     return marshal(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True), channel)
