@@ -1,6 +1,10 @@
 """The schema catalogue: one JSON Schema file per message type, compiled once at start-up.
 
-Type `a:b` lives in `<dir>/a/b.json`, `spree:order:poll` in `<dir>/spree/order/poll.json`.
+Type `a:b` lives in `<dir>/a/b.json`, `spree:order:poll` in `<dir>/spree/order/poll.json`;
+`<dir>/aliases.json` maps other names senders use (`order:update`) to the type they mean.
+A subschema marked `"x-severity": "warning"` only warns: what it finds is reported, but the
+message is accepted. Each schema is therefore compiled twice, whole and without its warnings;
+a valid message passes the whole one at the first check, as it did before there were warnings.
 `jsonschema` checks each schema file at start-up; a compiled Rust validator (jsonschema-rs)
 checks messages and names every error of one that fails. Describing failures that way takes a
 twelfth to a thirtieth of the time that walking the message again with `jsonschema` took
@@ -14,27 +18,42 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import jsonschema_rs
 import orjson
 
-from integrator.envelope import envelope_errors
+from integrator.envelope import MESSAGE_TYPE, envelope_errors
 from integrator.errors import MAX_ERRORS, FieldError, field_error, json_pointer, json_type
 
 DRAFT = jsonschema.Draft202012Validator
+SEVERITY = "x-severity"
+WARNING = "warning"
+ALIASES_FILE = "aliases.json"
 
 
 class SchemaFileError(Exception):
     """A schema file that cannot be used; the service refuses to start with it."""
 
 
+class Verdict(NamedTuple):
+    """What is wrong with a message: errors refuse it, warnings go along with it."""
+
+    errors: list[FieldError]
+    warnings: list[FieldError]
+
+
+PASSED = Verdict([], [])
+
+
 @dataclass(frozen=True, slots=True)
 class Schema:
     message_type: str
     document: dict[str, Any]
-    validator: jsonschema_rs.Validator
+    validator: jsonschema_rs.Validator  # errors and warnings
+    refusals: dict[str, Any]  # the document without its warning subschemas
+    refusal_validator: jsonschema_rs.Validator
 
     @property
     def title(self) -> str:
@@ -46,8 +65,12 @@ class Schema:
 
 
 class SchemaCatalogue:
-    def __init__(self, schemas: dict[str, Schema], strict: bool = False) -> None:
+    def __init__(
+        self, schemas: dict[str, Schema], strict: bool = False, aliases: dict[str, str] | None = None
+    ) -> None:
         self._schemas = schemas
+        self.aliases = aliases or {}
+        self._by_type = {**schemas, **{alias: schemas[meant] for alias, meant in self.aliases.items()}}
         self.strict = strict
 
     @classmethod
@@ -57,39 +80,56 @@ class SchemaCatalogue:
             raise SchemaFileError(f"{directory}: schema directory does not exist")
         schemas = {}
         for path in sorted(directory.rglob("*.json")):
+            if path == directory / ALIASES_FILE:
+                continue
             message_type = ":".join(path.relative_to(directory).with_suffix("").parts)
             schemas[message_type] = _compile(path, message_type)
-        return cls(schemas, strict)
+        return cls(schemas, strict, _aliases(directory / ALIASES_FILE, schemas))
 
     def __contains__(self, message_type: str) -> bool:
-        return message_type in self._schemas
+        """A type with a schema, or an alias of one."""
+        return message_type in self._by_type
 
     def __getitem__(self, message_type: str) -> Schema:
-        return self._schemas[message_type]
+        return self._by_type[message_type]
 
     def __iter__(self) -> Iterator[Schema]:
         return iter(self._schemas.values())
 
     @property
     def message_types(self) -> frozenset[str]:
-        return frozenset(self._schemas)
+        """Every type the catalogue checks, aliases included."""
+        return frozenset(self._by_type)
 
-    def errors(self, doc: Any, *, stored: bool = False) -> list[FieldError]:
-        """Every reason `doc` is not a valid message: its envelope, then its payload's schema."""
+    def check(self, doc: Any, *, stored: bool = False) -> Verdict:
+        """Everything wrong with `doc` as a message: its envelope, then its payload's schema.
+
+        `stored`: `doc` was read off a queue, so it must also carry its `message_id`.
+        """
         if not isinstance(doc, dict):
-            return [field_error("", "type", f"must be a JSON object, got {json_type(doc)}")]
+            return Verdict([field_error("", "type", f"must be a JSON object, got {json_type(doc)}")], [])
         errors = envelope_errors(doc, stored=stored)
         if errors:
-            return errors
-        schema = self._schemas.get(doc["message"])
+            return Verdict(errors, [])
+        return self.check_payload(doc["message"], doc["payload"])
+
+    def check_payload(self, message_type: str, payload: Any) -> Verdict:
+        """What the schema of `message_type` (or of the type it is an alias of) finds in `payload`."""
+        schema = self._by_type.get(message_type)
         if schema is None:
             if self.strict:
-                return [field_error("/message", "schema", "no schema for message type")]
-            return []
-        payload = doc["payload"]
+                return Verdict([field_error("/message", "schema", "no schema for message type")], [])
+            return PASSED
         if schema.validator.is_valid(payload):
-            return []
-        return _describe(schema, payload) or [field_error("/payload", "schema", "does not match the schema")]
+            return PASSED
+        found = _describe(schema.document, schema.validator, payload)
+        if schema.refusal_validator.is_valid(payload):
+            return Verdict([], found)
+        errors = _describe(schema.refusals, schema.refusal_validator, payload) or [
+            field_error("/payload", "schema", "does not match the schema")
+        ]
+        refused = {(e["path"], e["rule"]) for e in errors}
+        return Verdict(errors, [w for w in found if (w["path"], w["rule"]) not in refused])
 
 
 def _compile(path: Path, message_type: str) -> Schema:
@@ -101,17 +141,51 @@ def _compile(path: Path, message_type: str) -> Schema:
         raise SchemaFileError(f"{path}: a schema must be a JSON object")
     try:
         DRAFT.check_schema(document)
+        refusals = without_warnings(document)
         validator = jsonschema_rs.validator_for(document, validate_formats=False)
+        refusal_validator = jsonschema_rs.validator_for(refusals, validate_formats=False)
     except (jsonschema.SchemaError, ValueError) as exc:
         message = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
         raise SchemaFileError(f"{path}: not a valid JSON Schema: {message}") from None
-    return Schema(message_type, document, validator)
+    return Schema(message_type, document, validator, refusals, refusal_validator)
 
 
-def _describe(schema: Schema, payload: Any) -> list[FieldError]:
+def without_warnings(node: Any) -> Any:
+    """`node` with every subschema marked as a warning made empty, which accepts anything; the
+    positions of the others stay as they were, so error locations still point into `node`."""
+    if isinstance(node, dict):
+        if node.get(SEVERITY) == WARNING:
+            return {}
+        return {key: without_warnings(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [without_warnings(value) for value in node]
+    return node
+
+
+def _aliases(path: Path, schemas: dict[str, Schema]) -> dict[str, str]:
+    """The alias table `{alias: type}`, if the directory has one; each alias must name a schema."""
+    if not path.exists():
+        return {}
+    try:
+        table = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise SchemaFileError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(table, dict):
+        raise SchemaFileError(f"{path}: must be an object of alias: message type")
+    for alias, meant in table.items():
+        if not MESSAGE_TYPE.fullmatch(alias):
+            raise SchemaFileError(f"{path}: {alias!r} is not a message type in colon notation")
+        if alias in schemas:
+            raise SchemaFileError(f"{path}: {alias} has a schema of its own")
+        if not isinstance(meant, str) or meant not in schemas:
+            raise SchemaFileError(f"{path}: {alias} is an alias of {meant!r}, which has no schema")
+    return table
+
+
+def _describe(document: dict[str, Any], validator: jsonschema_rs.Validator, payload: Any) -> list[FieldError]:
     errors: dict[tuple[str, str], FieldError] = {}
-    for error in islice(schema.validator.iter_errors(payload), MAX_ERRORS):
-        for found in _field_errors(schema.document, payload, error):
+    for error in islice(validator.iter_errors(payload), MAX_ERRORS):
+        for found in _field_errors(document, payload, error):
             errors.setdefault((found["path"], found["rule"]), found)
     return sorted(errors.values(), key=lambda e: (e["path"], e["rule"]))[:MAX_ERRORS]
 
@@ -127,8 +201,9 @@ def _field_errors(
     # The value as sent: error.instance is a copy whose objects have their keys sorted.
     value = _at(payload, error.instance_path)
     if rule == "required":
+        needed = "is recommended" if subschema.get(SEVERITY) == WARNING else "is required"
         return [
-            field_error(f"{path}/{name}", "required", "is required")
+            field_error(f"{path}/{name}", "required", needed)
             for name in expected or ()
             if isinstance(value, dict) and name not in value
         ]

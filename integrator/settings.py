@@ -18,6 +18,7 @@ class Settings:
     auth: bool = True
     schemas_dir: Path = Path("schemas")
     strict_schemas: bool = False
+    gateway_validates: bool = True  # refuse a payload with errors at the door (422), not only later
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 8080
     validator_port: int = 8081  # /healthz, /readyz, /metrics

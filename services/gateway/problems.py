@@ -1,4 +1,5 @@
-"""Every error the gateway answers is JSON: `{"error": summary, "errors": [field errors]}`."""
+"""Every error the gateway answers is JSON: `{"error": summary, "errors": [field errors]}`,
+and `"warnings"` too when a refused payload also had some."""
 
 from __future__ import annotations
 
@@ -20,15 +21,20 @@ class Problem(Exception):
         summary: str,
         errors: Sequence[FieldError] = (),
         headers: dict[str, str] | None = None,
+        warnings: Sequence[FieldError] = (),
     ) -> None:
         super().__init__(summary)
         self.status = status
         self.summary = summary
         self.errors = list(errors)
         self.headers = headers or {}
+        self.warnings = list(warnings)
 
     def response(self) -> web.Response:
-        body = orjson.dumps({"error": self.summary, "errors": self.errors})
+        answer: dict[str, object] = {"error": self.summary, "errors": self.errors}
+        if self.warnings:
+            answer["warnings"] = self.warnings
+        body = orjson.dumps(answer)
         return web.Response(
             status=self.status, body=body, content_type="application/json", headers=self.headers
         )

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from importlib import resources
 
 import orjson
-import yaml
 from aiohttp import web
 
 from integrator import envelope, metrics
@@ -20,6 +18,7 @@ from integrator.settings import Settings
 from integrator.stores import ReloadingTokens
 from services.gateway.body import read_object
 from services.gateway.broker import AtCapacity, BrokerLink, BrokerUnavailable
+from services.gateway.openapi import openapi_json
 from services.gateway.problems import Problem
 from services.gateway.rate_limit import StoreRateLimiter
 
@@ -100,24 +99,29 @@ def unavailable(request: web.Request, exc: BrokerUnavailable) -> web.Response:
 async def validate_message(request: web.Request) -> web.Response:
     """POST /messages/validate: a dry run with the validator's own checks; publishes nothing."""
     doc = await read_object(request, request.app[SETTINGS])
-    errors = request.app[CATALOGUE].errors(doc)
+    errors, warnings = request.app[CATALOGUE].check(doc)
     if errors:
-        raise Problem(422, "invalid message", errors)
-    return web.json_response({"valid": True})
+        raise Problem(422, "invalid message", errors, warnings=warnings)
+    return web.json_response({"valid": True, "warnings": warnings})
 
 
 async def list_schemas(request: web.Request) -> web.Response:
-    """GET /schemas: the message types that have a schema."""
-    return web.json_response(
-        [
-            {"message": s.message_type, "title": s.title, "description": s.description}
-            for s in sorted(request.app[CATALOGUE], key=lambda s: s.message_type)
-        ]
-    )
+    """GET /schemas: the message types that have a schema, and the aliases senders use for them."""
+    catalogue = request.app[CATALOGUE]
+    entries = [
+        {"message": s.message_type, "title": s.title, "description": s.description} for s in catalogue
+    ]
+    entries.extend(
+        {"message": alias, "alias_of": meant, "title": catalogue[meant].title,
+         "description": catalogue[meant].description}
+        for alias, meant in catalogue.aliases.items()
+    )  # fmt: skip
+    return web.json_response(sorted(entries, key=lambda entry: entry["message"]))
 
 
 async def get_schema(request: web.Request) -> web.Response:
-    """GET /schemas/{type}: one schema, as the validator uses it."""
+    """GET /schemas/{type}: one schema, as the validator uses it; an alias answers with the
+    schema of the type it means."""
     message_type = request.match_info["message_type"]
     if message_type not in request.app[CATALOGUE]:
         raise Problem(404, f"no schema for message type {message_type}")
@@ -140,10 +144,17 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
         raise Problem(
             429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
         )
+    warnings = []
+    if request.app[SETTINGS].gateway_validates:
+        errors, warnings = request.app[CATALOGUE].check_payload(message, doc["payload"])
+        if errors:
+            raise Problem(422, "invalid message", errors, warnings=warnings)
     broker = request.app[BROKER]
     message_id = new_message_id()
     body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
     headers = {"store_id": store_id, "received_at": envelope.now_ms()}
+    if warnings:
+        headers["warnings"] = warnings
     props = envelope.properties(message, message_id, headers)
     try:
         await broker.publish(Outbound(broker.topology.incoming, message, body, props))
@@ -151,20 +162,17 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
         return unavailable(request, exc)
     ACCEPTED.inc()
     message_line(log, "accepted", {"message_id": message_id, "message_type": message, "store_id": store_id})
+    if warnings:
+        body = body[:-1] + b',"warnings":' + orjson.dumps(warnings) + b"}"
     return web.Response(status=202, body=body, content_type="application/json")
 
 
-OPENAPI = orjson.dumps(
-    yaml.safe_load(resources.files("services.gateway").joinpath("openapi.yaml").read_text())
-)
-"""openapi.yaml, the gateway's contract, as JSON; tests/test_openapi.py keeps it true."""
-
-
-async def openapi(_: web.Request) -> web.Response:
-    return web.Response(body=OPENAPI, content_type="application/json")
-
-
 def add_routes(app: web.Application) -> None:
+    spec = openapi_json(app[CATALOGUE])  # tests/test_openapi.py keeps it true
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
+
     add_health_routes(app, lambda: app[BROKER].ready)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/messages", post_message, name="push")

@@ -40,7 +40,8 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
                 log, "unrouted", {"message_id": parent_id, "message_type": message, "store_id": store_id}
             )
             return [Outbound(topology.unrouted, message, delivery.body, props)]
-        received_at = (props.headers or {}).get("received_at")
+        noted = props.headers or {}
+        received_at, warnings = noted.get("received_at"), noted.get("warnings")
         if isinstance(received_at, int):
             metrics.end_to_end_seconds.observe(max(0, envelope.now_ms() - received_at) / 1000)
         outs = []
@@ -49,6 +50,8 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             headers = {"parent_id": parent_id, "store_id": store_id, "subscriber": subscriber}
             if received_at is not None:
                 headers["received_at"] = received_at
+            if warnings:
+                headers["warnings"] = warnings
             body = envelope.dump(message, child_id, store_id, payload_json, parent_id=parent_id)
             props_out = envelope.properties(message, child_id, headers)
             outs.append(Outbound(topology.accepted, subscriber, body, props_out))

@@ -27,9 +27,9 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handle
         try:
             doc = orjson.loads(delivery.body)
         except orjson.JSONDecodeError as exc:
-            doc, errors = None, [field_error("", "json", f"body is not valid JSON: {exc}")]
+            doc, errors, warnings = None, [field_error("", "json", f"body is not valid JSON: {exc}")], []
         else:
-            errors = catalogue.errors(doc, stored=True)
+            errors, warnings = catalogue.check(doc, stored=True)
         message = doc.get("message") if isinstance(doc, dict) else None
         ids = {"message_id": props.message_id, "message_type": message,
                "store_id": doc.get("store_id") if isinstance(doc, dict) else None}  # fmt: skip
@@ -41,6 +41,12 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handle
             return [Outbound(topology.rejected, "", delivery.body, with_headers(props, errors=errors))]
         metrics.validated.labels(metrics.message_label(message, known), "accepted", "").inc()
         message_line(log, "validated", ids)
+        if warnings:
+            # what the validator finds is the word that counts, whatever the gateway said
+            props = with_headers(props, warnings=warnings)
+        elif props.headers and "warnings" in props.headers:
+            props = with_headers(props)
+            del props.headers["warnings"]
         return [Outbound(topology.validated, message, delivery.body, props)]
 
     return validate
