@@ -108,9 +108,7 @@ async def validate_message(request: web.Request) -> web.Response:
 async def list_schemas(request: web.Request) -> web.Response:
     """GET /schemas: the message types that have a schema, and the aliases senders use for them."""
     catalogue = request.app[CATALOGUE]
-    entries = [
-        {"message": s.message_type, "title": s.title, "description": s.description} for s in catalogue
-    ]
+    entries = [{"message": s.message_type, "title": s.title, "description": s.description} for s in catalogue]
     entries.extend(
         {"message": alias, "alias_of": meant, "title": catalogue[meant].title,
          "description": catalogue[meant].description}
