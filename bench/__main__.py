@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import orjson
 
-from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, wrk_script
+from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, wrk_script
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
+from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.topology import Topology
 from tests.support.broker import delete_topology
@@ -94,8 +96,22 @@ async def wait_for_port(port: int, within: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -> Saturation:
-    """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED (or `rejected`), CPU per original."""
+async def refused_at_the_door(gateway_url: str | None) -> int:
+    """Pushes the gateway answered 422 so far (its requests counter), none for the reference."""
+    if gateway_url is None:
+        return 0
+    async with aiohttp.ClientSession() as http, http.get(gateway_url + "/metrics") as response:
+        found = re.search(
+            r'^integrator_gateway_requests_total\{outcome="invalid"\} (\S+)$', await response.text(), re.M
+        )
+    return int(float(found.group(1))) if found else 0
+
+
+async def measure(
+    name: str, pids: dict[str, int], extra_pids: dict[str, int], gateway_url: str | None = None
+) -> Saturation:
+    """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED, or `rejected`, or
+    refused at the gateway's door (422); CPU per original."""
     topology = Topology(name, 20)
     watched = with_broker(pids)
     async with await aio_pika.connect(AMQP_URL) as connection:
@@ -104,7 +120,7 @@ async def measure(name: str, pids: dict[str, int], extra_pids: dict[str, int]) -
 
         async def counts() -> tuple[int, int, int]:
             valid = await depth(channel, topology.accepted_queue(COUNTED))
-            rejected = await depth(channel, topology.rejected)
+            rejected = await depth(channel, topology.rejected) + await refused_at_the_door(gateway_url)
             incoming = await depth(channel, topology.incoming)
             return valid + rejected, valid, incoming
 
@@ -149,17 +165,38 @@ async def drive_gateway(url: str, pid: int, script: Path, seconds: int) -> Gatew
 
 
 GATEWAY_ROUNDS = 5
+CHECK_CALLS = 2000
 
 
-async def gateway_phase(workdir: Path, script: Path) -> dict[str, list[GatewayRun]]:
-    """Ours and the naive handler, both running, driven in turns of WINDOW / GATEWAY_ROUNDS
-    seconds: the machine's speed drifts by tens of percent over a minute, and taking turns lets
-    the drift touch both alike."""
-    ours, naive_name, port = prefix("gw"), prefix("naive"), free_port()
-    stack = Stack(
-        ours, workdir / "gw", {"INTEGRATOR_MAX_BACKLOG": "0", **UNLIMITED}
-    )  # publishing, not shedding
+def payload_check_ms() -> list[float]:
+    """The gateway's added stage measured in-process, where the noise of a shared machine does
+    not drown it: CPU per `check_payload` of a valid corpus order, for each of GATEWAY_ROUNDS runs."""
+    catalogue = SchemaCatalogue.load(ROOT / "schemas")
+    payloads = [orjson.loads(b)["payload"] for b in bodies(100, invalid_every=0)]
+    runs = []
+    for _ in range(GATEWAY_ROUNDS):
+        started = time.process_time()
+        for i in range(CHECK_CALLS):
+            catalogue.check_payload("order:new", payloads[i % len(payloads)])
+        runs.append((time.process_time() - started) * 1000 / CHECK_CALLS)
+    return runs
+
+
+async def gateway_phase(workdir: Path) -> dict[str, list[GatewayRun]]:
+    """Ours, ours without the payload check at the door, and the naive handler, all running,
+    driven in turns of WINDOW / GATEWAY_ROUNDS seconds with valid orders only (every one is
+    published): the machine's speed drifts by tens of percent over a minute, and taking turns
+    lets the drift touch all alike."""
+    script = workdir / "valid.lua"
+    script.write_text(wrk_script(invalid_every=0))
+    ours, unchecked, naive_name, port = prefix("gw"), prefix("gwoff"), prefix("naive"), free_port()
+    publishing = {"INTEGRATOR_MAX_BACKLOG": "0", **UNLIMITED}  # publishing, not shedding
+    stack = Stack(ours, workdir / "gw", publishing)
+    unchecked_stack = Stack(
+        unchecked, workdir / "gwoff", {**publishing, "INTEGRATOR_GATEWAY_VALIDATES": "false"}
+    )
     await stack.start("gateway")
+    await unchecked_stack.start("gateway")
     await declare(naive_name)
     naive = python("-m", "bench.reference", "naive-gateway", naive_name, str(port))
     try:
@@ -167,6 +204,11 @@ async def gateway_phase(workdir: Path, script: Path) -> dict[str, list[GatewayRu
         await asyncio.sleep(1)
         targets = {
             "ours": (stack.url, stack.service("gateway").process.pid, Topology(ours, 20).incoming),
+            "unchecked": (
+                unchecked_stack.url,
+                unchecked_stack.service("gateway").process.pid,
+                Topology(unchecked, 20).incoming,
+            ),
             "naive": (f"http://127.0.0.1:{port}", naive.pid, Topology(naive_name, 20).incoming),
         }
         turns: dict[str, list[GatewayRun]] = {name: [] for name in targets}
@@ -181,8 +223,9 @@ async def gateway_phase(workdir: Path, script: Path) -> dict[str, list[GatewayRu
         naive.terminate()
         naive.wait()
         stack.stop()
-        await delete_topology(ours, SUBSCRIBERS)
-        await delete_topology(naive_name, SUBSCRIBERS)
+        unchecked_stack.stop()
+        for name in (ours, unchecked, naive_name):
+            await delete_topology(name, SUBSCRIBERS)
     return turns
 
 
@@ -247,7 +290,7 @@ async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
     started = time.time() * 1000
     try:
         pids = {n: s.process.pid for n, s in stack.services.items()}
-        result = await measure(name, pids, {"wrk": load.pid, "probe": latency_probe.pid})
+        result = await measure(name, pids, {"wrk": load.pid, "probe": latency_probe.pid}, stack.url)
         ended = time.time() * 1000
     finally:
         output = load.communicate()[0]
@@ -381,12 +424,17 @@ async def cpu_shares(pids: dict[str, int], after: float, seconds: float) -> dict
 
 def report(
     gateway_turns: dict[str, list[GatewayRun]],
+    check_runs: list[float],
     reference: Saturation,
     hub: Saturation,
     latencies: list[dict],
     overload: Overload,
 ) -> str:
     gateway = {name: median_run(turns) for name, turns in gateway_turns.items()}
+    check_ms = [
+        checked.gateway_cpu_ms - unchecked.gateway_cpu_ms
+        for checked, unchecked in zip(gateway_turns["ours"], gateway_turns["unchecked"], strict=True)
+    ]
     turn_ratios = ", ".join(
         f"{ours.requests_per_s / naive.requests_per_s:.2f}x"
         for ours, naive in zip(gateway_turns["ours"], gateway_turns["naive"], strict=True)
@@ -411,6 +459,8 @@ Window: {WINDOW:.0f} s after {WARMUP:.0f} s warm-up. Messages: `order:new`, ~1.2
 | machine CPU per original (everything, load generator too), ms | {hub.cpu_ms_per_original["machine"]:.2f} | {reference.cpu_ms_per_original["machine"]:.2f} | |
 | gateway requests/s with confirmed publishes (no consumers), median of {GATEWAY_ROUNDS} turns | {gateway["ours"].requests_per_s:.0f} | {gateway["naive"].requests_per_s:.0f} (confirm awaited per request, aio-pika + json) | {gateway["ours"].requests_per_s / gateway["naive"].requests_per_s:.2f}x (turn by turn: {turn_ratios}) |
 | gateway process CPU per request, ms | {gateway["ours"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms:.3f} | {gateway["naive"].gateway_cpu_ms / gateway["ours"].gateway_cpu_ms:.2f}x less |
+| the gateway's payload check, CPU per valid order, ms: in-process, median of {GATEWAY_ROUNDS} x {CHECK_CALLS} calls | {statistics.median(check_runs):.4f} (runs: {", ".join(f"{ms:.4f}" for ms in check_runs)}) | | |
+| the same, as the gateway process's CPU per request with the check on minus off (`INTEGRATOR_GATEWAY_VALIDATES=false`), same turns, ms | {statistics.median(check_ms):.3f} ({gateway["ours"].gateway_cpu_ms:.3f} vs {gateway["unchecked"].gateway_cpu_ms:.3f}; turn by turn: {", ".join(f"{ms:.3f}" for ms in check_ms)}) | | |
 | RabbitMQ CPU per gateway request, ms | {gateway["ours"].broker_cpu_ms:.3f} | {gateway["naive"].broker_cpu_ms:.3f} | |
 | ingest (accepted by gateway or feed)/s during saturation | {hub.ingest_per_s:.0f} | {reference.ingest_per_s:.0f} | |
 | refused (503)/s during saturation | {hub.refused_per_s:.0f} | | |
@@ -470,20 +520,18 @@ def rabbitmq_version() -> str:
         return "unknown"
 
 
-def workspace() -> tuple[Path, Path, Path]:
-    """A scratch folder with the wrk script and the subscriptions file every phase uses."""
+def workspace() -> tuple[Path, Path]:
+    """A scratch folder with the subscriptions file every phase uses."""
     workdir = Path(tempfile.mkdtemp(prefix="integrator-bench-"))
-    script = workdir / "post.lua"
-    script.write_text(wrk_script())
     subscriptions = workdir / "subscriptions.yml"
     subscriptions.write_text(SUBSCRIPTIONS)
-    return workdir, script, subscriptions
+    return workdir, subscriptions
 
 
 async def run() -> str:
-    workdir, script, subscriptions = workspace()
-    print("gateway: ours vs a confirm-per-request handler ...", file=sys.stderr)
-    gateway = await gateway_phase(workdir, script)
+    workdir, subscriptions = workspace()
+    print("gateway: ours, ours without the payload check, a confirm-per-request handler ...", file=sys.stderr)
+    gateway = await gateway_phase(workdir)
     print("reference relay chain at saturation ...", file=sys.stderr)
     reference = await reference_phase(workdir)
     print("hub at saturation ...", file=sys.stderr)
@@ -494,12 +542,12 @@ async def run() -> str:
     ]
     print(f"overload for {OVERLOAD_SECONDS:.0f} s ...", file=sys.stderr)
     overload = await overload_phase(workdir, subscriptions, hub.originals_per_s)
-    return report(gateway, reference, hub, latencies, overload)
+    return report(gateway, payload_check_ms(), reference, hub, latencies, overload)
 
 
 async def saturation_only() -> str:
     """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth."""
-    workdir, _, subscriptions = workspace()
+    workdir, subscriptions = workspace()
     hub = await hub_phase(workdir, subscriptions)
     series = "\n".join(
         f"| {seconds:.0f} s | {' | '.join(f'{mb:.1f}' for mb in sample.values())} |"

@@ -56,19 +56,22 @@ def order(i: int, valid: bool = True) -> dict:
     }  # fmt: skip
 
 
-def bodies(count: int = 100) -> list[bytes]:
-    return [orjson.dumps(order(i, valid=i % INVALID_EVERY != 0)) for i in range(count)]
+def bodies(count: int = 100, invalid_every: int = INVALID_EVERY) -> list[bytes]:
+    """The corpus; `invalid_every=0` makes every message valid."""
+    return [orjson.dumps(order(i, valid=not invalid_every or i % invalid_every != 0)) for i in range(count)]
 
 
-def wrk_script(count: int = 100, *, count_statuses: bool = False, rate: float = 0) -> str:
-    """A wrk Lua script that POSTs the corpus round-robin.
+def wrk_script(
+    count: int = 100, *, count_statuses: bool = False, rate: float = 0, invalid_every: int = INVALID_EVERY
+) -> str:
+    """A wrk Lua script that POSTs the corpus (`bodies(count, invalid_every)`) round-robin.
 
     `count_statuses`: tally answers and print `STATUS accepted refused limited other`, and
     `ANSWER_MS p50 p99` of the time to an answer, at the end (it costs wrk some CPU). `rate`: start requests on a fixed
     schedule, this many per second across all connections (an open loop, as long as a connection
     is free), rather than as fast as the answers come.
     """
-    quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count))
+    quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count, invalid_every))
     script = f"""
 local bodies = {{ {quoted} }}
 local i = 0

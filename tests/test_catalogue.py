@@ -140,6 +140,21 @@ async def test_payload_errors_are_refused_at_the_door_with_every_error(
     await assert_stays_empty(channel, f"{stack.prefix}.incoming", 0.2)
 
 
+async def test_every_invalid_example_is_refused_at_the_door_where_documented(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway")
+    invalid = [(s.message_type, e) for s in CATALOGUE for e in s.document.get("x-invalid-examples", [])]
+    for message_type, example in invalid:
+        doc = {"message": message_type, "store_id": STORE, "payload": example["payload"]}
+        async with http.post(stack.url + "/messages", json=doc) as response:
+            answer = await response.json()
+        assert response.status == 422, (message_type, answer)
+        assert [{"path": e["path"], "rule": e["rule"]} for e in answer["errors"]] == example["errors"]
+    assert len(invalid) >= 50
+    await assert_stays_empty(channel, f"{stack.prefix}.incoming", 0.2)
+
+
 async def test_dry_run_agrees_with_the_validator_on_every_example(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
@@ -230,6 +245,10 @@ async def test_custom_schema_directory_end_to_end(
 
     async with http.get(stack.url + "/schemas") as response:
         assert [s["message"] for s in await response.json()] == ["loyalty:points:added"]
+    async with http.get(stack.url + "/openapi.json") as response:
+        generated = (await response.json())["components"]["schemas"]
+    assert generated["loyalty.points.added.payload"]["required"] == ["customer_id", "points"]
+    assert generated["OtherMessage"]["properties"]["message"] == {"not": {"enum": ["loyalty:points:added"]}}
     good = {
         "message": "loyalty:points:added",
         "store_id": STORE,
