@@ -119,10 +119,13 @@ async def measure(
         await asyncio.sleep(WARMUP)
 
         async def counts() -> tuple[int, int, int]:
+            """Originals handled (delivered, rejected or refused at the door), valid ones, and
+            originals taken in (delivered, rejected or still on `incoming`)."""
             valid = await depth(channel, topology.accepted_queue(COUNTED))
-            rejected = await depth(channel, topology.rejected) + await refused_at_the_door(gateway_url)
+            rejected = await depth(channel, topology.rejected)
+            refused = await refused_at_the_door(gateway_url)
             incoming = await depth(channel, topology.incoming)
-            return valid + rejected, valid, incoming
+            return valid + rejected + refused, valid, valid + rejected + incoming
 
         rss = [(0.0, {k: rss_mb(p) for k, p in pids.items()})]
         cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
@@ -143,7 +146,7 @@ async def measure(
         copies_per_s=(valid1 - valid0) * copies_per_original / elapsed,
         cpu_ms_per_original=per,
         rss_mb=rss,
-        ingest_per_s=(done1 - done0 + in1 - in0) / elapsed,
+        ingest_per_s=(in1 - in0) / elapsed,
     )
 
 

@@ -3,8 +3,10 @@
 Type `a:b` lives in `<dir>/a/b.json`, `spree:order:poll` in `<dir>/spree/order/poll.json`;
 `<dir>/aliases.json` maps other names senders use (`order:update`) to the type they mean.
 A subschema marked `"x-severity": "warning"` only warns: what it finds is reported, but the
-message is accepted. Each schema is therefore compiled twice, whole and without its warnings;
-a valid message passes the whole one at the first check, as it did before there were warnings.
+message is accepted. A schema with warnings is therefore compiled twice, whole and without
+them; a valid message passes the whole one at the first check, as before there were warnings.
+The mark is allowed only where dropping the subschema loosens the schema (a member of `allOf`,
+the schema of a property or of items), never under `not`, `anyOf`, `oneOf` or `if`.
 `jsonschema` checks each schema file at start-up; a compiled Rust validator (jsonschema-rs)
 checks messages and names every error of one that fails. Describing failures that way takes a
 twelfth to a thirtieth of the time that walking the message again with `jsonschema` took
@@ -24,7 +26,7 @@ import jsonschema
 import jsonschema_rs
 import orjson
 
-from integrator.envelope import MESSAGE_TYPE, envelope_errors
+from integrator.envelope import MAX_TYPE_LENGTH, MESSAGE_TYPE, envelope_errors
 from integrator.errors import MAX_ERRORS, FieldError, field_error, json_pointer, json_type
 
 DRAFT = jsonschema.Draft202012Validator
@@ -44,16 +46,13 @@ class Verdict(NamedTuple):
     warnings: list[FieldError]
 
 
-PASSED = Verdict([], [])
-
-
 @dataclass(frozen=True, slots=True)
 class Schema:
     message_type: str
     document: dict[str, Any]
     validator: jsonschema_rs.Validator  # errors and warnings
-    refusals: dict[str, Any]  # the document without its warning subschemas
-    refusal_validator: jsonschema_rs.Validator
+    refusals: dict[str, Any]  # the document without its warning subschemas; itself if it has none
+    refusal_validator: jsonschema_rs.Validator  # `validator` if it has none
 
     @property
     def title(self) -> str:
@@ -119,10 +118,12 @@ class SchemaCatalogue:
         if schema is None:
             if self.strict:
                 return Verdict([field_error("/message", "schema", "no schema for message type")], [])
-            return PASSED
+            return Verdict([], [])
         if schema.validator.is_valid(payload):
-            return PASSED
+            return Verdict([], [])
         found = _describe(schema.document, schema.validator, payload)
+        if schema.refusals is schema.document:
+            return Verdict(found or [field_error("/payload", "schema", "does not match the schema")], [])
         if schema.refusal_validator.is_valid(payload):
             return Verdict([], found)
         errors = _describe(schema.refusals, schema.refusal_validator, payload) or [
@@ -143,23 +144,57 @@ def _compile(path: Path, message_type: str) -> Schema:
         DRAFT.check_schema(document)
         refusals = without_warnings(document)
         validator = jsonschema_rs.validator_for(document, validate_formats=False)
-        refusal_validator = jsonschema_rs.validator_for(refusals, validate_formats=False)
+        refusal_validator = validator
+        if refusals is not document:
+            refusal_validator = jsonschema_rs.validator_for(refusals, validate_formats=False)
     except (jsonschema.SchemaError, ValueError) as exc:
         message = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
         raise SchemaFileError(f"{path}: not a valid JSON Schema: {message}") from None
     return Schema(message_type, document, validator, refusals, refusal_validator)
 
 
-def without_warnings(node: Any) -> Any:
-    """`node` with every subschema marked as a warning made empty, which accepts anything; the
-    positions of the others stay as they were, so error locations still point into `node`."""
-    if isinstance(node, dict):
-        if node.get(SEVERITY) == WARNING:
+LOOSENING = frozenset(
+    {"allOf", "properties", "patternProperties", "additionalProperties", "items", "prefixItems"}
+)
+"""Keywords whose subschemas only add constraints: dropping one of them accepts more, never less."""
+INVERTING = frozenset({"not", "anyOf", "oneOf", "if", "then", "else", "contains", "propertyNames"})
+"""Keywords under which dropping a subschema could refuse what it accepted."""
+MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+"""Keywords whose value maps names to subschemas."""
+SUBSCHEMAS = LOOSENING | INVERTING | MAPS | {"unevaluatedItems", "unevaluatedProperties"}
+
+
+def without_warnings(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with every subschema marked as a warning made empty, which accepts anything,
+    or `document` itself if it has none. The other subschemas keep their places, so an error's
+    location still points into `document`. A mark where it would not loosen raises ValueError."""
+    found = False
+
+    def strip(node: Any, keyword: str, inverted: bool) -> Any:
+        nonlocal found
+        if isinstance(node, list):
+            return [strip(item, keyword, inverted) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if SEVERITY in node:
+            if node[SEVERITY] != WARNING:
+                raise ValueError(f"{SEVERITY} must be {WARNING!r}, got {node[SEVERITY]!r}")
+            if inverted or keyword not in LOOSENING:
+                raise ValueError(f"{SEVERITY} belongs on members of allOf and on property or item schemas")
+            found = True
             return {}
-        return {key: without_warnings(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [without_warnings(value) for value in node]
-    return node
+        stripped = {}
+        for key, value in node.items():
+            if key in MAPS and isinstance(value, dict):
+                stripped[key] = {name: strip(sub, key, inverted) for name, sub in value.items()}
+            elif key in SUBSCHEMAS:
+                stripped[key] = strip(value, key, inverted or key in INVERTING)
+            else:
+                stripped[key] = value  # not a subschema: enum, const, examples, annotations
+        return stripped
+
+    stripped = strip(document, "allOf", False)
+    return stripped if found else document
 
 
 def _aliases(path: Path, schemas: dict[str, Schema]) -> dict[str, str]:
@@ -173,10 +208,12 @@ def _aliases(path: Path, schemas: dict[str, Schema]) -> dict[str, str]:
     if not isinstance(table, dict):
         raise SchemaFileError(f"{path}: must be an object of alias: message type")
     for alias, meant in table.items():
-        if not MESSAGE_TYPE.fullmatch(alias):
+        if len(alias) > MAX_TYPE_LENGTH or not MESSAGE_TYPE.fullmatch(alias):
             raise SchemaFileError(f"{path}: {alias!r} is not a message type in colon notation")
         if alias in schemas:
             raise SchemaFileError(f"{path}: {alias} has a schema of its own")
+        if meant in table:
+            raise SchemaFileError(f"{path}: {alias} is an alias of {meant}, itself an alias: name the type")
         if not isinstance(meant, str) or meant not in schemas:
             raise SchemaFileError(f"{path}: {alias} is an alias of {meant!r}, which has no schema")
     return table
@@ -201,13 +238,17 @@ def _field_errors(
     # The value as sent: error.instance is a copy whose objects have their keys sorted.
     value = _at(payload, error.instance_path)
     if rule == "required":
-        needed = "is recommended" if subschema.get(SEVERITY) == WARNING else "is required"
+        recommended = any(
+            isinstance(node, dict) and node.get(SEVERITY) == WARNING
+            for node in (_at(document, location[:depth]) for depth in range(len(location) + 1))
+        )
+        needed = "is recommended" if recommended else "is required"
         return [
             field_error(f"{path}/{name}", "required", needed)
             for name in expected or ()
             if isinstance(value, dict) and name not in value
         ]
-    title = subschema.get("title")
+    title = subschema.get("title") if location else None  # the root's title names the type
     if title and rule in ("type", "pattern"):
         # a subschema titled "an email address" reads better than its regex
         return [field_error(path, rule, f"must be {title}, got {_show(value)}")]

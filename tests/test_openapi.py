@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from jsonschema import Draft202012Validator
 
 from integrator import stores
 from integrator.schemas import SchemaCatalogue
@@ -42,10 +43,49 @@ async def test_openapi_json_carries_the_catalogue(stack: Stack, http: aiohttp.Cl
     spec = document(CATALOGUE)
     branches = spec["components"]["schemas"]["Submission"]["oneOf"]
     assert len(branches) == len(CATALOGUE.message_types) + 1  # one per type or alias, one for the rest
+    for component in spec["components"]["schemas"].values():
+        Draft202012Validator.check_schema(component)  # each one, lifted $defs and all
     assert spec["components"]["schemas"]["Message.order.update"]["properties"] == {
         "message": {"const": "order:update"},
         "payload": {"$ref": "#/components/schemas/order.updated.payload"},
     }
+
+
+def references(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in references(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in references(value)]
+    return []
+
+
+def resolve(spec: dict, ref: str) -> object:
+    node: object = spec
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[int(part)] if isinstance(node, list) else node[part]  # type: ignore[index]
+    return node
+
+
+def test_every_reference_resolves_and_only_schemas_are_rewritten(tmp_path: Path) -> None:
+    (tmp_path / "loyalty").mkdir()
+    (tmp_path / "loyalty" / "points.json").write_text(
+        """{"type": "object", "required": ["format"],
+            "properties": {"format": {"$ref": "#/$defs/outer/$defs/inner"},
+                           "examples": {"const": {"a": 1}}, "$ref": {"type": "integer"},
+                           "self": {"$ref": "#"}, "sibling": {"$ref": "#/properties/examples"}},
+            "$defs": {"outer": {"$defs": {"inner": {"type": "string", "format": "email"}}}},
+            "examples": [{"format": "x"}], "x-sources": ["here"]}"""
+    )  # fmt: skip
+    spec = document(SchemaCatalogue.load(tmp_path))
+    payload = spec["components"]["schemas"]["loyalty.points.payload"]
+    assert set(payload["properties"]) == {"format", "examples", "$ref", "self", "sibling"}
+    assert payload["properties"]["examples"] == {"const": {"a": 1}}, "a value is not a schema"
+    assert "examples" not in payload and "x-sources" not in payload
+    assert spec["components"]["schemas"]["loyalty.points-outer-inner"] == {"type": "string"}
+    for generated in (spec, document(CATALOGUE)):
+        for ref in references(generated):
+            assert resolve(generated, ref) is not None, ref
 
 
 async def test_schemathesis_finds_nothing_outside_the_spec(stack: Stack, tmp_path: Path) -> None:

@@ -220,3 +220,67 @@ def test_every_rule_reads_as_a_sentence(tmp_path: Path) -> None:
         {"path": "/payload/points", "rule": "maximum", "message": "must be <= 100, got 101"},
         {"path": "/payload/tier", "rule": "required", "message": "is required"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ('{"not": {"x-severity": "warning", "type": "null"}}', "x-severity belongs on members of allOf"),
+        ('{"oneOf": [{"type": "string"}, {"x-severity": "warning", "pattern": "^a"}]}', "x-severity belongs"),
+        (
+            '{"allOf": [{"x-severity": "warn", "required": ["a"]}]}',
+            "x-severity must be 'warning', got 'warn'",
+        ),
+    ],
+)
+def test_a_warning_where_dropping_it_would_not_loosen_is_refused(
+    tmp_path: Path, schema: str, problem: str
+) -> None:
+    (tmp_path / "loyalty").mkdir()
+    (tmp_path / "loyalty" / "points.json").write_text(schema)
+    with pytest.raises(SchemaFileError, match=f"not a valid JSON Schema: {problem}"):
+        SchemaCatalogue.load(tmp_path)
+
+
+def test_warnings_nested_in_a_marked_subschema_read_as_recommendations(tmp_path: Path) -> None:
+    (tmp_path / "loyalty").mkdir()
+    (tmp_path / "loyalty" / "points.json").write_text(
+        '{"type": "object", "properties": {"o": {"type": "object"}},'
+        ' "allOf": [{"x-severity": "warning", "properties": {"o": {"required": ["k"]}}}]}'
+    )
+    catalogue = SchemaCatalogue.load(tmp_path)
+    assert catalogue.check(message("loyalty:points", {"o": {}})) == (
+        [],
+        [{"path": "/payload/o/k", "rule": "required", "message": "is recommended"}],
+    )
+    assert catalogue.check(message("loyalty:points", {"o": 1})).errors == [
+        {"path": "/payload/o", "rule": "type", "message": "must be an object, got 1"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (
+            '{"order:update": "order:updated", "order:upd": "order:update"}',
+            "order:upd is an alias of order:update, itself an alias",
+        ),
+        ('{"order:update": "order:lost"}', "order:update is an alias of 'order:lost', which has no schema"),
+        ('{"order:new": "order:updated"}', "order:new has a schema of its own"),
+        ('{"Order Update": "order:updated"}', "'Order Update' is not a message type"),
+        ('["order:update"]', "must be an object of alias: message type"),
+    ],
+)  # fmt: skip
+def test_a_bad_alias_table_is_named(tmp_path: Path, table: str, problem: str) -> None:
+    (tmp_path / "order").mkdir()
+    for name in ("new", "updated"):
+        (tmp_path / "order" / f"{name}.json").write_text('{"type": "object"}')
+    (tmp_path / "aliases.json").write_text(table)
+    with pytest.raises(SchemaFileError, match=f"aliases.json: {problem}"):
+        SchemaCatalogue.load(tmp_path)
+
+
+def test_a_payload_that_is_not_an_object_is_told_so() -> None:
+    assert CATALOGUE.check_payload("order:new", []).errors == [
+        {"path": "/payload", "rule": "type", "message": "must be an object, got []"}
+    ]

@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 import yaml
 
-from integrator.schemas import SchemaCatalogue
+from integrator.schemas import MAPS, SUBSCHEMAS, SchemaCatalogue
 
 TEMPLATE: dict[str, Any] = yaml.safe_load(
     resources.files("services.gateway").joinpath("openapi.yaml").read_text()
 )
 INT64_RANGE = (-(2**63), 2**64 - 1)  # what body.py lets through: the range orjson reads exactly
 JSON_VALUE = {"$ref": "#/components/schemas/JsonValue"}
-DROPPED = frozenset({"$schema", "$id", "$defs", "examples", "x-invalid-examples", "format"})
+DROPPED = frozenset({"$schema", "$id", "$defs", "examples", "format"})  # and every x- annotation
 SUBMISSIONS = ("Submission", "StoreSubmission")
 
 
@@ -44,11 +44,7 @@ def document(catalogue: SchemaCatalogue) -> dict[str, Any]:
     }  # fmt: skip
     mapping = {}
     for schema in catalogue:
-        name = component_name(schema.message_type)
-        refusals = schema.refusals
-        for def_name, subschema in refusals.get("$defs", {}).items():
-            components[f"{name}.{def_name}"] = _relocated(subschema, name)
-        components[f"{name}.payload"] = _relocated(refusals, name)
+        components |= _components(schema.refusals, component_name(schema.message_type))
     for message_type in sorted(catalogue.message_types):
         payload = component_name(catalogue[message_type].message_type) + ".payload"
         branch = "Message." + component_name(message_type)
@@ -84,18 +80,56 @@ def component_name(message_type: str) -> str:
     return message_type.replace(":", ".")
 
 
+def _components(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """The components of one type's schema: `<name>.payload`, and `<name>-<def>` for each of its
+    `$defs` (`<name>-<def>-<inner def>` for theirs)."""
+    found = {f"{name}.payload": _relocated(schema, name)}
+
+    def lift(defs: Any, path: list[str]) -> None:
+        for def_name, subschema in defs.items() if isinstance(defs, dict) else ():
+            found[_def_component(name, [*path, def_name])] = _relocated(subschema, name)
+            if isinstance(subschema, dict):
+                lift(subschema.get("$defs"), [*path, def_name])
+
+    lift(schema.get("$defs"), [])
+    return found
+
+
+def _def_component(name: str, defs: list[str]) -> str:
+    return "-".join([name, *defs])  # a message type has no "-", so no def name meets a type's
+
+
 def _relocated(node: Any, name: str) -> Any:
-    """A copy of a subschema of type `name`'s schema that works from inside the components."""
-    if isinstance(node, list):
-        return [_relocated(item, name) for item in node]
+    """A copy of a subschema of type `name`'s schema that works from inside the components: its
+    references point at the lifted components, and it refuses integers past 64 bits."""
     if not isinstance(node, dict):
-        return node
-    moved = {key: _relocated(value, name) for key, value in node.items() if key not in DROPPED}
-    ref = moved.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#"):
-        target = ref.removeprefix("#").removeprefix("/$defs/")
-        moved["$ref"] = f"#/components/schemas/{name}." + (target or "payload")
+        return node  # true or false
+    moved = {}
+    for key, value in node.items():
+        if key in DROPPED or key.startswith("x-"):
+            continue
+        if key in MAPS and isinstance(value, dict):
+            moved[key] = {k: _relocated(v, name) for k, v in value.items()}
+        elif key in SUBSCHEMAS and isinstance(value, list):
+            moved[key] = [_relocated(v, name) for v in value]
+        elif key in SUBSCHEMAS:
+            moved[key] = _relocated(value, name)
+        else:
+            moved[key] = value
+    if isinstance(ref := moved.get("$ref"), str) and ref.startswith("#"):
+        moved["$ref"] = _reference(ref, name)
     return _bounded(moved)
+
+
+def _reference(ref: str, name: str) -> str:
+    """`#/$defs/a/$defs/b/...` of type `name`'s schema, as a pointer into the components."""
+    parts = ref.removeprefix("#").split("/")[1:]
+    defs = []
+    while len(parts) >= 2 and parts[0] == "$defs":
+        defs.append(parts[1])
+        parts = parts[2:]
+    base = _def_component(name, defs) if defs else f"{name}.payload"
+    return f"#/components/schemas/{base}" + "".join("/" + part for part in parts)
 
 
 ANY_OF_THESE = ("$ref", "const", "enum", "allOf", "anyOf", "oneOf", "not")

@@ -102,7 +102,7 @@ async def validate_message(request: web.Request) -> web.Response:
     errors, warnings = request.app[CATALOGUE].check(doc)
     if errors:
         raise Problem(422, "invalid message", errors, warnings=warnings)
-    return web.json_response({"valid": True, "warnings": warnings})
+    return web.json_response({"valid": True, "warnings": warnings} if warnings else {"valid": True})
 
 
 async def list_schemas(request: web.Request) -> web.Response:

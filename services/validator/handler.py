@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
+from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from integrator import metrics
@@ -38,18 +40,28 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handle
                 metrics.message_label(message, known), "rejected", reason_class(errors)
             ).inc()
             message_line(log, "rejected", {**ids, "errors": len(errors), "first_error": errors[0]["path"]})
-            return [Outbound(topology.rejected, "", delivery.body, with_headers(props, errors=errors))]
+            noted = with_findings(props, warnings, errors=errors)
+            return [Outbound(topology.rejected, "", delivery.body, noted)]
         metrics.validated.labels(metrics.message_label(message, known), "accepted", "").inc()
         message_line(log, "validated", ids)
-        if warnings:
-            # what the validator finds is the word that counts, whatever the gateway said
-            props = with_headers(props, warnings=warnings)
-        elif props.headers and "warnings" in props.headers:
-            props = with_headers(props)
-            del props.headers["warnings"]
-        return [Outbound(topology.validated, message, delivery.body, props)]
+        return [Outbound(topology.validated, message, delivery.body, with_findings(props, warnings))]
 
     return validate
+
+
+def with_findings(
+    props: spec.Basic.Properties, warnings: list[FieldError], **headers: Any
+) -> spec.Basic.Properties:
+    """`props` with `headers` and the validator's own warnings, whatever an earlier hop said: the
+    schema may have changed since the gateway looked, or nothing looked at all."""
+    if not warnings and not headers and "warnings" not in (props.headers or {}):
+        return props  # the common case: nothing to note, nothing to drop
+    noted = with_headers(props, **headers)
+    if warnings:
+        noted.headers["warnings"] = warnings
+    else:
+        noted.headers.pop("warnings", None)
+    return noted
 
 
 def reason_class(errors: list[FieldError]) -> str:
