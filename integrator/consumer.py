@@ -3,8 +3,10 @@ publish what it returns with confirms awaited together, then ack the batch with 
 
 A handler is a plain function from one delivery to the messages it produces, so a service is
 its business logic and nothing else. A delivery is acked only after everything produced from it
-is confirmed. A refused publish is retried until confirmed; a delivery whose handler raises goes
-back to its queue, whose delivery limit moves a message that always fails to `dead`.
+is confirmed. A refused publish is retried until confirmed. A delivery whose handler raises goes
+back to its queue once; raising again on its redelivery, or producing a message that can never
+be published, it is set aside on `dead` at once, and the rest of its batch settles as usual.
+Every decision to ack, requeue or set aside is made in `_settle`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
 from integrator import metrics
-from integrator.publisher import Outbound, Publisher
+from integrator.publisher import Outbound, Publisher, Unpublishable
 
 log = logging.getLogger("integrator.consumer")
 
@@ -39,6 +41,7 @@ class Consumer:
         self._channel = channel
         self._in_hand = metrics.in_flight.labels(service)
         self._failures = metrics.handler_failures.labels(service)
+        self._set_aside_count = metrics.set_aside.labels(service)
         self._stopping = stopping
         self._publisher = publisher
         self._handler = handler
@@ -84,18 +87,30 @@ class Consumer:
     async def _settle(self, batch: list[DeliveredMessage]) -> None:
         self._in_hand.set(len(batch))
         produced = [self._handle(delivery) for delivery in batch]
-        if not await self._publish([out for outs in produced if outs for out in outs]):
+        unpublishable = await self._publish([out for outs in produced if outs for out in outs])
+        if unpublishable is None:
             return  # stopping with publishes unconfirmed: the broker requeues the batch on close
         last_ok = None
         for delivery, outs in zip(batch, produced, strict=True):
             tag = delivery.delivery.delivery_tag
-            if outs is None:
+            reason = next((unpublishable[id(out)] for out in outs or () if id(out) in unpublishable), None)
+            if outs is None and not delivery.delivery.redelivered:
                 await self._channel.basic_nack(tag, requeue=True)
+            elif outs is None or reason is not None:
+                self._set_aside(delivery, reason or "its handler failed on redelivery too")
+                await self._channel.basic_reject(tag, requeue=False)  # to `dead`, by the queue's DLX
             else:
                 last_ok = tag
         if last_ok is not None:
             # Everything delivered up to last_ok is settled by now: one frame acks it all.
             await self._channel.basic_ack(last_ok, multiple=True)
+        self._in_hand.set(0)
+
+    def _set_aside(self, delivery: DeliveredMessage, reason: str) -> None:
+        self._set_aside_count.inc()
+        log.error(
+            "set aside on dead", extra={"message_id": delivery.header.properties.message_id, "reason": reason}
+        )
 
     def _handle(self, delivery: DeliveredMessage) -> list[Outbound] | None:
         try:
@@ -108,26 +123,32 @@ class Consumer:
             )
             return None
 
-    async def _publish(self, outs: list[Outbound]) -> bool:
-        """Publish until every message is confirmed, retrying only the refused ones.
+    async def _publish(self, outs: list[Outbound]) -> dict[int, str] | None:
+        """Publish until every message is confirmed or found unpublishable, retrying the refused.
 
         A refusal (a full queue, say) is back-pressure, not a fault of the message, so it is
         retried here rather than requeued, where it would count toward the delivery limit.
-        False if stopping interrupts the retries.
+        Returns why each unpublishable message (by `id`) cannot be published, or None if
+        stopping interrupts the retries.
         """
+        unpublishable: dict[int, str] = {}
         delay = RETRY_FIRST_DELAY
         while outs:
             refused = await self._publisher.publish_all(outs)
+            for out, exc in refused:
+                if isinstance(exc, Unpublishable):
+                    unpublishable[id(out)] = str(exc)
+            refused = [(out, exc) for out, exc in refused if id(out) not in unpublishable]
             if refused:
                 log.warning(
                     "publishes not confirmed; retrying",
                     extra={"count": len(refused), "error": str(refused[0][1]), "retry_in": delay},
                 )
                 if await _wait(self._stopping, delay):
-                    return False
+                    return None
                 delay = min(delay * 2, RETRY_MAX_DELAY)
             outs = [out for out, _ in refused]
-        return True
+        return unpublishable
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

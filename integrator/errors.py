@@ -6,6 +6,11 @@ from typing import TypedDict
 
 MAX_ERRORS = 50
 """Enough to fix a message in one go, few enough that a hostile payload cannot inflate a reply."""
+MAX_PATH = 200
+MAX_MESSAGE = 300
+"""Characters of a path or a sentence kept: 50 errors stay far below the 128 KB an AMQP frame
+carries, whatever keys a hostile payload uses (its 200,000-character key once closed the
+validator's connection with FRAME_ERROR)."""
 
 
 class FieldError(TypedDict):
@@ -15,7 +20,11 @@ class FieldError(TypedDict):
 
 
 def field_error(path: str, rule: str, message: str) -> FieldError:
-    return {"path": path, "rule": rule, "message": message}
+    return {"path": _clipped(path, MAX_PATH), "rule": rule, "message": _clipped(message, MAX_MESSAGE)}
+
+
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def json_pointer(parts: object) -> str:

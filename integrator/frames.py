@@ -67,7 +67,10 @@ def message_frames(
     channel: int,
     max_chunk: int,
 ) -> bytes:
-    """Basic.Publish, its content header and body frames of at most `max_chunk` bytes of body each."""
+    """Basic.Publish, its content header and body frames of at most `max_chunk` bytes of body each.
+
+    Raises ValueError if the properties do not fit in one frame: the broker would close the
+    connection (FRAME_ERROR), and with it every other message in flight."""
     flags, encoded = 0, []
     for name, flag, encoder in _PROPERTIES:
         value = getattr(properties, name)
@@ -75,6 +78,8 @@ def message_frames(
             flags |= flag
             encoded.append(encoder(value))
     header = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, len(body), flags) + b"".join(encoded)
+    if len(header) > max_chunk:
+        raise ValueError(f"its properties take {len(header)} bytes, more than the {max_chunk} a frame holds")
     frames = [_publish_frame(exchange, routing_key, channel), _frame(_HEADER_FRAME, channel, header)]
     frames.extend(
         _frame(_BODY_FRAME, channel, body[i : i + max_chunk]) for i in range(0, len(body), max_chunk)

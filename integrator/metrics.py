@@ -28,8 +28,13 @@ dead_lettered = Counter(
 )
 handler_failures = Counter(
     "integrator_handler_failures_total",
-    "Deliveries returned to their queue because handling raised; after the delivery limit the "
-    "broker dead-letters them.",
+    "Deliveries whose handling raised: returned to their queue the first time, set aside after.",
+    ["service"],
+)
+set_aside = Counter(
+    "integrator_set_aside_total",
+    "Deliveries sent to dead at once: their handling raised on redelivery too, or produced a "
+    "message that can never be published (no message_id, properties larger than a frame).",
     ["service"],
 )
 confirm_seconds = Histogram(

@@ -37,6 +37,10 @@ class PublishFailed(Exception):
     """The broker did not take responsibility for a message: nacked, unroutable or unconfirmed."""
 
 
+class Unpublishable(PublishFailed):
+    """A message that no retry can publish: it has no message_id, or cannot be encoded."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outbound:
     exchange: str
@@ -86,15 +90,27 @@ class Publisher:
         channel = self._channel
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        # Encoded here, so that a message that cannot be encoded fails its own publish only.
-        encoded = message_frames(
-            out.exchange, out.routing_key, out.properties, out.body, channel.number, channel.max_content_size
-        )
+        message_id = out.properties.message_id
+        try:
+            if not message_id:  # a mandatory publish is matched to its return by the id
+                raise ValueError("it has no message_id")
+            # Encoded here, so that a message that cannot be encoded fails its own publish only.
+            encoded = message_frames(
+                out.exchange,
+                out.routing_key,
+                out.properties,
+                out.body,
+                channel.number,
+                channel.max_content_size,
+            )
+        except (ValueError, TypeError) as exc:
+            failed = channel.create_future()
+            failed.set_exception(Unpublishable(f"cannot publish to {out.exchange}: {exc}"))
+            return failed
         channel.delivery_tag += 1
         tag = channel.delivery_tag
         confirm = channel.create_future()
         channel.confirmations[tag] = confirm
-        message_id = out.properties.message_id
         channel.message_id_delivery_tag[message_id] = tag
         confirm.add_done_callback(partial(_forget, channel, message_id, tag))
         self._encoded.append(encoded)
@@ -124,6 +140,8 @@ class Publisher:
 async def _confirmed(confirm: asyncio.Future, out: Outbound) -> None:
     try:
         result = await confirm
+    except PublishFailed:
+        raise
     except TimeoutError as exc:
         raise PublishFailed(str(exc)) from None
     except DeliveryError as exc:  # a nack: a full queue, say

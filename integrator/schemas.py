@@ -302,5 +302,11 @@ def _a(type_name: str) -> str:
 
 
 def _show(value: Any, limit: int = 60) -> str:
+    """`value` as JSON, cut to `limit`; a large container is cut first, so that describing an
+    error never costs as much as the value is large."""
+    if isinstance(value, list) and len(value) > limit:
+        value = value[:limit]
+    elif isinstance(value, dict) and len(value) > limit:
+        value = dict(islice(value.items(), limit))
     text = orjson.dumps(value).decode()
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -26,6 +26,7 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_depth: int = 32  # nesting of objects and arrays in a request body
     max_keys: int = 1000  # keys of one object, or items of one array
+    max_nodes: int = 10_000  # keys and items of a whole request body
     max_string_length: int = 65_536
     prefetch: int = 128
     delivery_limit: int = 20

@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
 from integrator.consumer import Consumer
+from integrator.envelope import with_headers
 from integrator.publisher import Outbound, Publisher
 from integrator.topology import Topology
 from tests.support.broker import AMQP_URL, delete_topology, take
@@ -32,7 +33,7 @@ async def run_consumer(connection: AbstractConnection, topology: Topology, handl
     return asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
 
 
-async def test_a_message_whose_handler_always_raises_is_dead_lettered_and_the_rest_flow(
+async def test_a_message_whose_handler_raises_again_on_redelivery_is_set_aside_and_the_rest_flow(
     prefix: str, connection: AbstractConnection, channel: AbstractChannel
 ) -> None:
     topology = Topology(prefix, delivery_limit=2)
@@ -53,8 +54,35 @@ async def test_a_message_whose_handler_always_raises_is_dead_lettered_and_the_re
     assert sorted(m.body for m in await take(channel, topology.validated, 2)) == [b"one", b"two"]
     [dead] = await take(channel, topology.dead, 1)
     assert dead.body == b"boom"
-    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
-    assert attempts.count(b"boom") == 3, "the first delivery and two redeliveries"
+    assert dead.headers["x-death"][0]["reason"] == "rejected", "set aside, not worn down to the limit"
+    assert attempts.count(b"boom") == 2, "the first delivery and one redelivery"
+    stopping.set()
+    await consuming
+
+
+async def test_a_message_that_can_never_be_published_is_set_aside_at_once_and_its_batch_settles(
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel
+) -> None:
+    topology = Topology(prefix, delivery_limit=5)
+    attempts: list[bytes] = []
+
+    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+        attempts.append(delivery.body)
+        props = delivery.header.properties
+        if delivery.body == b"huge":  # properties larger than a frame: FRAME_ERROR if sent
+            props = with_headers(props, errors=[{"path": "/" + "k" * 200_000}])
+        return [Outbound(topology.validated, "", delivery.body, props)]
+
+    stopping = asyncio.Event()
+    consuming = await run_consumer(connection, topology, handler, stopping)
+    incoming = await channel.get_exchange(topology.incoming, ensure=False)
+    for body in (b"one", b"huge", b"two"):
+        await incoming.publish(aio_pika.Message(body, message_id=body.decode()), routing_key="")
+
+    assert sorted(m.body for m in await take(channel, topology.validated, 2)) == [b"one", b"two"]
+    [dead] = await take(channel, topology.dead, 1)
+    assert (dead.body, dead.headers["x-death"][0]["reason"]) == (b"huge", "rejected")
+    assert attempts == [b"one", b"huge", b"two"], "handled once each, the connection never dropped"
     stopping.set()
     await consuming
 

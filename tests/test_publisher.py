@@ -11,7 +11,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 
-from integrator.publisher import Outbound, Publisher, PublishFailed
+from integrator.publisher import Outbound, Publisher, PublishFailed, Unpublishable
 from tests.support.broker import AMQP_URL, take
 
 
@@ -83,11 +83,22 @@ async def test_a_channel_the_broker_closes_fails_its_pending_publishes(
         await publisher.publish(missing_exchange)
 
 
-async def test_a_message_that_cannot_be_encoded_fails_alone(
+async def test_a_message_that_can_never_be_published_fails_alone(
     publisher: Publisher, queue: str, channel: AbstractChannel
 ) -> None:
     unencodable = Outbound("", queue, b"?", spec.Basic.Properties(message_id="bad", headers={"x": object()}))
-    with pytest.raises(TypeError, match="Unknown type"):
-        await publisher.publish_all([outbound(queue, b"same write", "same write"), unencodable])
+    huge = {"x": "k" * 200_000}
+    too_large = Outbound("", queue, b"?", spec.Basic.Properties(message_id="big", headers=huge))
+    anonymous = Outbound("", queue, b"?", spec.Basic.Properties())
+    refused = await publisher.publish_all(
+        [outbound(queue, b"same write", "same write"), unencodable, too_large, anonymous]
+    )
+    assert [(out, type(exc)) for out, exc in refused] == [
+        (unencodable, Unpublishable), (too_large, Unpublishable), (anonymous, Unpublishable)
+    ]  # fmt: skip
+    reasons = [str(exc) for _, exc in refused]
+    assert "Unknown type" in reasons[0]
+    assert "more than the 131064 a frame holds" in reasons[1]
+    assert reasons[2].endswith("it has no message_id")
     assert await publisher.publish_all([outbound(queue, b"later", "later")]) == []
     assert [m.message_id for m in await take(channel, queue, 2)] == ["same write", "later"]

@@ -106,10 +106,12 @@ class Scan(NamedTuple):
 
 def scan(doc: dict[str, Any], settings: Settings) -> Scan:
     """Walk `doc` once for the limits that keep one request from costing more than its size
-    suggests (depth, keys or items per container, string length) and for what `read_object`
-    must double-check. Every gateway request runs this, so it allocates only per container."""
+    suggests (depth, keys or items per container and in all, string length) and
+    for what `read_object` must double-check. Every gateway request runs this, so it allocates
+    only per container."""
     max_depth, max_keys, max_length = settings.max_depth, settings.max_keys, settings.max_string_length
-    keys, huge_number = 0, False
+    max_nodes = settings.max_nodes
+    keys, nodes, huge_number = 0, 0, False
     pending: list[tuple[dict[str, Any] | list[Any], int, Where]] = [(doc, 1, ())]
     while pending:
         container, depth, where = pending.pop()
@@ -120,6 +122,10 @@ def scan(doc: dict[str, Any], settings: Settings) -> Scan:
             what = "keys" if type(container) is dict else "items"
             message = f"has more than {max_keys} {what}"
             return Scan(field_error(pointer(where), f"max{what.title()}", message), keys, huge_number)
+        nodes += len(container)
+        if nodes > max_nodes:
+            message = f"has more than {max_nodes} keys and items in all"
+            return Scan(field_error("", "maxNodes", message), keys, huge_number)
         if type(container) is dict:
             keys += len(container)
             children = container.items()

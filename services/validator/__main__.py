@@ -12,7 +12,7 @@ def main() -> None:
     settings = settings_or_exit()
     catalogue = load_catalogue_or_exit("validator", settings)
     topology = Topology.from_settings(settings)
-    handler = validation_handler(catalogue, topology)
+    handler = validation_handler(catalogue, topology, settings.max_body_bytes)
     run_worker("validator", settings, topology.incoming, handler, settings.validator_port)
 
 

@@ -21,17 +21,23 @@ from integrator.topology import Topology
 log = logging.getLogger("integrator.validator")
 
 
-def validation_handler(catalogue: SchemaCatalogue, topology: Topology) -> Handler:
+def validation_handler(catalogue: SchemaCatalogue, topology: Topology, max_body_bytes: int) -> Handler:
+    """`max_body_bytes`: what is larger (published past the gateway) is refused unread."""
     known = catalogue.message_types
+    too_large = [field_error("", "maxBytes", f"body is larger than {max_body_bytes} bytes; not read")]
 
     def validate(delivery: DeliveredMessage) -> list[Outbound]:
         props = delivery.header.properties
-        try:
-            doc = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            doc, errors, warnings = None, [field_error("", "json", f"body is not valid JSON: {exc}")], []
+        doc, warnings = None, []
+        if len(delivery.body) > max_body_bytes:
+            errors = too_large
         else:
-            errors, warnings = catalogue.check(doc, stored=True)
+            try:
+                doc = orjson.loads(delivery.body)
+            except orjson.JSONDecodeError as exc:
+                errors = [field_error("", "json", f"body is not valid JSON: {exc}")]
+            else:
+                errors, warnings = catalogue.check(doc, stored=True)
         message = doc.get("message") if isinstance(doc, dict) else None
         ids = {"message_id": props.message_id, "message_type": message,
                "store_id": doc.get("store_id") if isinstance(doc, dict) else None}  # fmt: skip
@@ -67,7 +73,7 @@ def with_findings(
 def reason_class(errors: list[FieldError]) -> str:
     """A bounded label for why a message was rejected."""
     first = errors[0]
-    if first["rule"] == "json":
+    if first["rule"] in ("json", "maxBytes"):
         return "json"
     if first["rule"] == "schema" and first["path"] == "/message":
         return "no_schema"
