@@ -28,6 +28,7 @@ class Settings:
     max_keys: int = 1000  # keys of one object, or items of one array
     max_nodes: int = 10_000  # keys and items of a whole request body
     max_string_length: int = 65_536
+    body_timeout: float = 10.0  # seconds for a request body to arrive, once its headers have
     prefetch: int = 128
     delivery_limit: int = 20
     publish_timeout: float = 10.0

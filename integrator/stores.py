@@ -7,11 +7,15 @@ how a token is rotated without downtime: create the new one, switch senders, rev
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import secrets
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,49 +46,70 @@ class StoreTokens:
 
 
 def read(path: Path) -> dict[str, Any]:
+    """The stores file, checked entry by entry: a malformed one raises StoresFileError naming
+    the place, rather than failing every push that looks a token up."""
     if not path.exists():
         return {"stores": {}}
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise StoresFileError(f"{path}: {exc}") from None
-    if not isinstance(document.get("stores", {}), dict):
+    if not isinstance(document, dict) or not isinstance(document.setdefault("stores", {}), dict):
         raise StoresFileError(f"{path}: expected a mapping under 'stores'")
-    document.setdefault("stores", {})
+    for store, entry in document["stores"].items():
+        if not is_object_id(store):
+            raise StoresFileError(f"{path}: {str(store)[:40]!r} is not a store id")
+        if not isinstance(entry, dict) or not isinstance(entry.setdefault("tokens", []), list):
+            raise StoresFileError(f"{path}: store {store}: expected a mapping with a list of tokens")
+        for i, token in enumerate(entry["tokens"]):
+            if not isinstance(token, dict) or not all(isinstance(token.get(k), str) for k in TOKEN_FIELDS):
+                raise StoresFileError(f"{path}: store {store}, token {i}: needs {', '.join(TOKEN_FIELDS)}")
     return document
+
+
+TOKEN_FIELDS = ("id", "sha256", "created_at")
 
 
 def load(path: Path) -> StoreTokens:
     stores = read(path)["stores"]
-    return StoreTokens(
-        {t["sha256"]: store for store, entry in stores.items() for t in entry.get("tokens", [])}
-    )
+    return StoreTokens({t["sha256"]: store for store, entry in stores.items() for t in entry["tokens"]})
 
 
-def _write(path: Path, document: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _changing(path: Path) -> Iterator[dict[str, Any]]:
+    """The stores file, to change and write back, with every other change waiting its turn: two
+    `integrator tokens create` at once both land. Written to a temporary file that is 0600 from
+    its creation, then renamed over the file, so a reloading gateway never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(yaml.safe_dump(document, sort_keys=True))
-    os.chmod(temporary, 0o600)
-    temporary.replace(path)  # atomic: a gateway reloading never sees half a file
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        document = read(path)
+        yield document
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w") as file:  # mkstemp creates it 0600
+                file.write(yaml.safe_dump(document, sort_keys=True))
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
 
 
 def create(path: Path, store_id: str) -> tuple[str, str]:
     """A new token for `store_id`: (its public id, the secret, shown this once)."""
     if not is_object_id(store_id):
         raise StoresFileError(f"{store_id!r} is not a store id (24 hexadecimal characters)")
-    document = read(path)
     secret = secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(4)
-    entry = document["stores"].setdefault(store_id, {"tokens": []})
-    entry["tokens"].append(
-        {
-            "id": token_id,
-            "sha256": _hash(secret),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    )
-    _write(path, document)
+    with _changing(path) as document:
+        entry = document["stores"].setdefault(store_id, {"tokens": []})
+        entry["tokens"].append(
+            {
+                "id": token_id,
+                "sha256": _hash(secret),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
     return token_id, secret
 
 
@@ -93,19 +118,17 @@ def listing(path: Path) -> list[dict[str, str]]:
     return [
         {"store_id": store, "token_id": t["id"], "created_at": t["created_at"]}
         for store, entry in read(path)["stores"].items()
-        for t in entry.get("tokens", [])
+        for t in entry["tokens"]
     ]
 
 
 def revoke(path: Path, store_id: str, token_id: str) -> bool:
-    document = read(path)
-    tokens = document["stores"].get(store_id, {}).get("tokens", [])
-    kept = [t for t in tokens if t["id"] != token_id]
-    if len(kept) == len(tokens):
-        return False
-    document["stores"][store_id]["tokens"] = kept
-    _write(path, document)
-    return True
+    with _changing(path) as document:
+        tokens = document["stores"].get(store_id, {}).get("tokens", [])
+        kept = [t for t in tokens if t["id"] != token_id]
+        if kept != tokens:
+            document["stores"][store_id]["tokens"] = kept
+    return kept != tokens
 
 
 class ReloadingTokens:
@@ -113,26 +136,29 @@ class ReloadingTokens:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._mtime: float | None = None
+        self._version: tuple[int, int, int] | None = None
         self._checked = 0.0
         self._tokens = StoreTokens({})
-        self.refresh()
+        self.refresh(starting=True)
 
-    def refresh(self) -> None:
+    def refresh(self, starting: bool = False) -> None:
+        """Read the file again if it is another file than last time: a rename gives it another
+        inode, an edit in place another size or nanosecond mtime."""
         try:
-            mtime = self._path.stat().st_mtime
+            stat = self._path.stat()
+            version: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         except FileNotFoundError:
-            mtime = None
-        if mtime != self._mtime:
+            version = None
+        if version != self._version:
             try:
                 self._tokens = load(self._path)
             except StoresFileError as exc:
-                if self._mtime is None and not self._tokens.by_hash:
-                    raise  # at start-up: refuse to run on a broken file
+                if starting:
+                    raise  # refuse to run on a broken file
                 log.error(
                     "stores file unreadable; keeping the tokens loaded before", extra={"error": str(exc)}
                 )
-            self._mtime = mtime
+            self._version = version
 
     def store_for(self, token: str) -> str | None:
         now = time.monotonic()

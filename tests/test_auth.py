@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -110,11 +111,58 @@ async def test_authentication_off_is_explicit_and_logged(stack: Stack, http: aio
     assert "authentication is off: any client may push for any store" in stack.service("gateway").log_text()
 
 
-def test_a_broken_stores_file_stops_the_gateway(stores_file: Path) -> None:
-    stores_file.write_text("stores: [")
+BROKEN_STORES = {
+    "not YAML": ("stores: [", ""),
+    "a store that is a list": (f"stores:\n  {STORE}: [1, 2]\n", f"store {STORE}: expected a mapping"),
+    "a token without sha256": (
+        f"stores:\n  {STORE}:\n    tokens:\n    - {{id: tok_1, created_at: now}}\n",
+        f"store {STORE}, token 0: needs id, sha256, created_at",
+    ),
+    "a store id that is not one": ("stores:\n  shop: {tokens: []}\n", "'shop' is not a store id"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_STORES, ids=list(BROKEN_STORES))
+def test_a_broken_stores_file_stops_the_gateway(stores_file: Path, broken: str) -> None:
+    content, problem = BROKEN_STORES[broken]
+    stores_file.write_text(content)
     result = subprocess.run(
         [sys.executable, "-m", "services.gateway"], cwd=ROOT,
         env={"INTEGRATOR_STORES": str(stores_file), "PATH": ""}, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.startswith(f"gateway: {stores_file}:")
+    assert result.stderr.startswith(f"gateway: {stores_file}: {problem}")
+
+
+async def test_a_stores_file_broken_while_running_keeps_the_tokens_loaded_before(
+    secured: Stack, stores_file: Path, http: aiohttp.ClientSession
+) -> None:
+    _, token = stores.create(stores_file, STORE)
+    await secured.start("gateway")
+    bearer = {"Authorization": f"Bearer {token}"}
+    gateway = secured.service("gateway")
+    for content, _ in BROKEN_STORES.values():
+        offset = len(gateway.log_text().encode())
+        await asyncio.to_thread(stores_file.write_text, content)
+        deadline = time.monotonic() + 10
+        # the file is looked at again by a push, at most once a second: push until it has been
+        while '"event":"stores file unreadable;' not in gateway.log_text(offset):
+            assert (await push(http, secured.url + "/messages", bearer))[0] == 202
+            assert time.monotonic() < deadline, "the broken file was never noticed"
+            await asyncio.sleep(0.1)
+        assert (await push(http, secured.url + "/messages", bearer))[0] == 202
+
+
+async def test_the_dry_run_takes_a_token_and_counts_against_the_stores_rate(
+    secured: Stack, stores_file: Path, http: aiohttp.ClientSession
+) -> None:
+    _, token = stores.create(stores_file, STORE)
+    secured.env |= {"INTEGRATOR_STORE_RATE": "0.01", "INTEGRATOR_STORE_BURST": "2"}
+    await secured.start("gateway")
+    dry_run = secured.url + "/messages/validate"
+    assert await push(http, dry_run, {}) == (401, {"error": "missing or invalid credentials", "errors": []})
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert await push(http, dry_run, bearer) == (200, {"valid": True})
+    assert (await push(http, secured.url + "/messages", bearer))[0] == 202
+    status, answer = await push(http, dry_run, bearer)
+    assert (status, answer["error"]) == (429, "too many messages for this store; retry later")

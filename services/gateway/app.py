@@ -10,6 +10,7 @@ from aiohttp import web
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.stores import ReloadingTokens
+from services.gateway import http_errors
 from services.gateway.broker import BrokerLink
 from services.gateway.problems import json_problems
 from services.gateway.rate_limit import StoreRateLimiter
@@ -19,6 +20,7 @@ log = logging.getLogger("integrator.gateway")
 
 
 def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogue) -> web.Application:
+    http_errors.install()
     app = web.Application(middlewares=[json_problems], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BROKER] = broker

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from integrator.errors import FieldError, field_error, json_pointer, json_type
 from integrator.settings import Settings
 from services.gateway.problems import Problem
+
+ENCODINGS = ("identity", "gzip", "deflate")  # what aiohttp decodes
 
 
 async def read_object(request: web.Request, settings: Settings) -> dict[str, Any]:
@@ -18,14 +23,25 @@ async def read_object(request: web.Request, settings: Settings) -> dict[str, Any
     max_bytes = settings.max_body_bytes
     content_type = request.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise Problem(415, f"content type must be application/json, got {content_type}")
+        raise Problem(415, f"content type must be application/json, got {content_type[:100]}")
+    if (request.charset or "utf-8").lower() != "utf-8":
+        raise Problem(415, f"a JSON body is UTF-8, not {request.charset[:100]}")
+    if request.headers.get("Content-Encoding", "identity").lower() not in ENCODINGS:
+        raise Problem(415, f"content encoding must be one of {', '.join(ENCODINGS)}")
     too_large = Problem(413, f"request body is larger than {max_bytes} bytes")
     if request.content_length is not None and request.content_length > max_bytes:
         raise too_large
     try:
-        raw = await request.read()  # the app's client_max_size also stops chunked bodies
+        async with asyncio.timeout(settings.body_timeout):
+            raw = await request.read()  # the app's client_max_size also stops chunked bodies
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
+    except TimeoutError:
+        raise Problem(
+            408, f"request body not received within {settings.body_timeout:g} s", close=True
+        ) from None
+    except (HttpProcessingError, RequestPayloadError):
+        raise Problem(400, "request body does not match its Content-Encoding", close=True) from None
     if not raw:
         raise Problem(400, "request body is empty")
     try:

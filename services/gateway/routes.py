@@ -10,7 +10,7 @@ from aiohttp import web
 from integrator import envelope, metrics
 from integrator.errors import field_error
 from integrator.health import add_health_routes
-from integrator.ids import new_message_id
+from integrator.ids import is_object_id, new_message_id
 from integrator.logs import message_line
 from integrator.publisher import Outbound
 from integrator.schemas import SchemaCatalogue
@@ -96,9 +96,25 @@ def unavailable(request: web.Request, exc: BrokerUnavailable) -> web.Response:
     return Problem(503, summary, headers={"Retry-After": retry_after}).response()
 
 
+def limit_rate(request: web.Request, store_id: str) -> None:
+    """A 429 if `store_id` sends faster than its rate."""
+    if (wait := request.app[RATE_LIMITER].retry_after(store_id)) is not None:
+        metrics.requests.labels("limited").inc()
+        raise Problem(
+            429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
+        )
+
+
 async def validate_message(request: web.Request) -> web.Response:
-    """POST /messages/validate: a dry run with the validator's own checks; publishes nothing."""
+    """POST /messages/validate: a dry run with the validator's own checks; publishes nothing.
+
+    It costs what a push costs to check, so it takes a store token and counts against the
+    store's rate like one: anonymous clients cannot crowd out the pushes."""
+    pusher = authenticate(request)
     doc = await read_object(request, request.app[SETTINGS])
+    store_id = pusher or doc.get("store_id")
+    if is_object_id(store_id):
+        limit_rate(request, store_id)
     errors, warnings = request.app[CATALOGUE].check(doc)
     if errors:
         raise Problem(422, "invalid message", errors, warnings=warnings)
@@ -137,11 +153,7 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     message, store_id = doc["message"], doc["store_id"]
     if pusher is not None and store_id != pusher:
         raise Problem(403, "these credentials may not push for this store")
-    if (wait := request.app[RATE_LIMITER].retry_after(store_id)) is not None:
-        metrics.requests.labels("limited").inc()
-        raise Problem(
-            429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
-        )
+    limit_rate(request, store_id)
     warnings = []
     if request.app[SETTINGS].gateway_validates:
         errors, warnings = request.app[CATALOGUE].check_payload(message, doc["payload"])
