@@ -28,12 +28,19 @@ BROKER_ERRORS = (
     StopAsyncIteration,  # aiormq's word for a socket closed mid-handshake
 )
 """What a lost or refused broker connection raises; anything else is a bug and propagates."""
+REFUSED = (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.AuthenticationError)
+
+
+class BrokerRefused(Exception):
+    """The broker answers but will not let us in: retrying the same credentials cannot help."""
 
 Session = Callable[[AbstractConnection], Awaitable[None]]
 
 
 async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConnection | None:
-    """Connect, retrying with exponential backoff capped at MAX_DELAY; None once `stopping` is set."""
+    """Connect, retrying with exponential backoff capped at MAX_DELAY; None once `stopping` is set.
+
+    Raises BrokerRefused at once if the broker refuses the credentials."""
     delay = FIRST_DELAY
     attempt = 1
     while not stopping.is_set():
@@ -41,7 +48,9 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
             return await aio_pika.connect(
                 url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
             )
-        except Exception as exc:  # any failure to connect is worth another try
+        except REFUSED as exc:
+            raise BrokerRefused(f"the broker refuses the credentials of AMQP_URL: {exc}") from None
+        except Exception as exc:  # any other failure to connect is worth another try
             log.warning(
                 "broker unreachable", extra={"attempt": attempt, "retry_in": delay, "error": repr(exc)}
             )

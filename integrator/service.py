@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from integrator import logs
+from integrator.connection import BrokerRefused
 from integrator.schemas import SchemaCatalogue, SchemaFileError
 from integrator.settings import Settings
 from integrator.topology import TopologyConflict
@@ -52,6 +53,9 @@ def run_service(name: str, settings: Settings, main: Main) -> None:
             await main(stopping)
         except TopologyConflict as exc:
             log.error("cannot declare the topology", extra={"error": str(exc)})
+            sys.exit(f"{name}: {exc}")
+        except BrokerRefused as exc:
+            log.error("broker refused", extra={"error": str(exc)})
             sys.exit(f"{name}: {exc}")
         log.info("stopped")
 

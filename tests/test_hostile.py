@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +21,8 @@ from integrator.settings import Settings
 from services.gateway.app import create_app
 from services.gateway.broker import BrokerLink
 from tests.conftest import STORE
-from tests.support.processes import Stack
+from tests.support.broker import AMQP_URL
+from tests.support.processes import ROOT, Stack
 
 
 async def exchange(port: int, request: bytes, wait: float = 5.0) -> bytes:
@@ -168,3 +172,19 @@ async def test_an_unexpected_error_in_a_handler_answers_json_and_is_logged_once(
         await runner.cleanup()
     failures = [r for r in caplog.records if r.getMessage() == "unexpected error"]
     assert len(failures) == 1 and failures[0].exc_info is not None
+
+
+@pytest.mark.parametrize("service", ["gateway", "validator", "router"])
+def test_credentials_the_broker_refuses_stop_a_service_at_once(service: str, tmp_path: Path) -> None:
+    wrong = AMQP_URL.replace("guest:guest@", "guest:not-the-password@")
+    assert wrong != AMQP_URL, "the tests' broker URL carries guest:guest"
+    env = {
+        **os.environ, "AMQP_URL": wrong, "INTEGRATOR_AUTH": "false",
+        "INTEGRATOR_PREFIX": f"refused-{service}", "INTEGRATOR_GATEWAY_PORT": "0", "INTEGRATOR_VALIDATOR_PORT": "0", "INTEGRATOR_ROUTER_PORT": "0",
+        "INTEGRATOR_SUBSCRIPTIONS": str(ROOT / "config/subscriptions.yml"),
+    }  # fmt: skip
+    command = [sys.executable, "-m", f"services.{service}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{service}: the broker refuses the credentials")
+    assert "not-the-password" not in result.stderr
