@@ -178,9 +178,10 @@ async def test_an_unexpected_error_in_a_handler_answers_json_and_is_logged_once(
 def test_credentials_the_broker_refuses_stop_a_service_at_once(service: str, tmp_path: Path) -> None:
     wrong = AMQP_URL.replace("guest:guest@", "guest:not-the-password@")
     assert wrong != AMQP_URL, "the tests' broker URL carries guest:guest"
+    ports = {f"INTEGRATOR_{name}_PORT": "0" for name in ("GATEWAY", "VALIDATOR", "ROUTER")}
     env = {
-        **os.environ, "AMQP_URL": wrong, "INTEGRATOR_AUTH": "false",
-        "INTEGRATOR_PREFIX": f"refused-{service}", "INTEGRATOR_GATEWAY_PORT": "0", "INTEGRATOR_VALIDATOR_PORT": "0", "INTEGRATOR_ROUTER_PORT": "0",
+        **os.environ, **ports, "AMQP_URL": wrong, "INTEGRATOR_AUTH": "false",
+        "INTEGRATOR_PREFIX": f"refused-{service}",
         "INTEGRATOR_SUBSCRIPTIONS": str(ROOT / "config/subscriptions.yml"),
     }  # fmt: skip
     command = [sys.executable, "-m", f"services.{service}"]
