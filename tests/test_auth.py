@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from integrator import stores
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
@@ -42,7 +43,7 @@ async def secured(stack: Stack, stores_file: Path) -> Stack:
 
 
 async def push(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], doc: dict = NEW_PRODUCT
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | CIMultiDict, doc: dict = NEW_PRODUCT
 ) -> tuple[int, dict]:
     async with http.post(url, json=doc, headers=headers) as response:
         return response.status, await response.json()
@@ -76,6 +77,11 @@ async def test_pushes_need_the_stores_own_token(
     assert await push(http, url, {"X-Hub-Store": STORE, "X-Hub-Access-Token": other_token}) == denied
     assert (await push(http, url, {"X-Hub-Store": STORE, "X-Hub-Access-Token": token}))[0] == 202
     assert (await push(http, url, {"Authorization": f"Bearer {token}"}))[0] == 202
+    assert (await push(http, url, {"Authorization": f"bEaReR {token}"}))[0] == 202, "any case of the scheme"
+    twice = CIMultiDict([("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {other_token}")])
+    assert await push(http, url, twice) == denied, "two credentials are none"
+    assert await push(http, url, CIMultiDict([("X-Hub-Store", STORE), ("X-Hub-Store", OTHER_STORE),
+                                              ("X-Hub-Access-Token", token)])) == denied  # fmt: skip
 
     forbidden = (403, {"error": "these credentials may not push for this store", "errors": []})
     assert await push(http, url, {"Authorization": f"Bearer {other_token}"}) == forbidden

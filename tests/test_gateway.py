@@ -128,11 +128,15 @@ async def test_structure_limits(
         (b'{"payload": {"a": 1, "b": {"x": 1, "x" : 2}}}', "has the key 'x' more than once"),
         (
             b'{"payload": {"n": 123456789012345678901234567890}}',
-            "has the integer 123456789012345678901234567890, which does not fit in 64 bits",
+            "has the integer 123456789012345678901234567890, which is not a signed 64-bit integer",
         ),
         (
             b'{"payload": {"list": [1, -9223372036854775809]}}',
-            "has the integer -9223372036854775809, which does not fit in 64 bits",
+            "has the integer -9223372036854775809, which is not a signed 64-bit integer",
+        ),
+        (
+            b'{"payload": {"n": 18446744073709551615}}',
+            "has the integer 18446744073709551615, which is not a signed 64-bit integer",
         ),
     ],
     ids=[
@@ -140,6 +144,7 @@ async def test_structure_limits(
         "nested-duplicate-key",
         "integer-too-large",
         "negative-integer-too-large-in-a-list",
+        "unsigned-64-bit",
     ],
 )
 async def test_ambiguous_json_is_refused(
@@ -158,7 +163,7 @@ async def test_strings_that_look_suspicious_are_fine(gateway: Stack, http: aioht
     payload = {
         "note": 'say "a": 1',
         "card": "12345678901234567890123",
-        "n": 18446744073709551615,
+        "n": 9223372036854775807,
         "x": 1.5e300,
     }
     doc = {"message": "note:added", "store_id": STORE, "payload": payload}  # a type with no schema

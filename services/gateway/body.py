@@ -85,12 +85,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers a body may carry: signed 64-bit, what every consumer's JSON parser reads exactly."""
+
+
 def _int64(text: str) -> int:
     value = int(text)
-    if not -(2**63) <= value < 2**64:
-        raise _Ambiguous(
-            f"has the integer {text[:30]}{'…' if len(text) > 30 else ''}, which does not fit in 64 bits"
-        )
+    if not INT64[0] <= value <= INT64[1]:
+        shown = text[:30] + ("…" if len(text) > 30 else "")
+        raise _Ambiguous(f"has the integer {shown}, which is not a signed 64-bit integer")
     return value
 
 
@@ -117,7 +120,7 @@ def pointer(where: Where) -> str:
 class Scan(NamedTuple):
     error: FieldError | None  # the first place over a structure limit
     keys: int  # in all
-    huge_number: bool  # a float of 2**63 or more: maybe an integer past 64 bits, which orjson makes a float
+    huge_number: bool  # a number of 2**63 or more: maybe an integer past the signed 64-bit range
 
 
 def scan(doc: dict[str, Any], settings: Settings) -> Scan:
@@ -156,6 +159,6 @@ def scan(doc: dict[str, Any], settings: Settings) -> Scan:
                     return Scan(field_error(pointer((where, key)), "maxLength", message), keys, huge_number)
             elif kind is dict or kind is list:
                 pending.append((child, depth + 1, (where, key)))
-            elif kind is float and abs(child) >= 2**63:
-                huge_number = True
+            elif (kind is float and abs(child) >= 2**63) or (kind is int and child > INT64[1]):
+                huge_number = True  # orjson reads 2**63 .. 2**64-1 as an int, larger ones as floats
     return Scan(None, keys, huge_number)

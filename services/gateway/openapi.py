@@ -18,11 +18,12 @@ import orjson
 import yaml
 
 from integrator.schemas import MAPS, SUBSCHEMAS, SchemaCatalogue
+from services.gateway.body import INT64
 
 TEMPLATE: dict[str, Any] = yaml.safe_load(
     resources.files("services.gateway").joinpath("openapi.yaml").read_text()
 )
-INT64_RANGE = (-(2**63), 2**64 - 1)  # what body.py lets through: the range orjson reads exactly
+INT64_RANGE = INT64  # what body.py lets through
 JSON_VALUE = {"$ref": "#/components/schemas/JsonValue"}
 DROPPED = frozenset({"$schema", "$id", "$defs", "examples", "format"})  # and every x- annotation
 SUBMISSIONS = ("Submission", "StoreSubmission")

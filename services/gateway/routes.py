@@ -29,6 +29,7 @@ BROKER = web.AppKey("broker", BrokerLink)
 RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
 TOKENS = web.AppKey("tokens", ReloadingTokens)
+CREDENTIAL_HEADERS = ("Authorization", "X-Hub-Access-Token", "X-Hub-Store")
 ACCEPTED = metrics.requests.labels("accepted")  # looked up once: every push that succeeds counts
 
 
@@ -65,13 +66,17 @@ def authenticate(request: web.Request) -> str | None:
     """
     if TOKENS not in request.app:
         return None
+    denied = Problem(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
+    if any(len(request.headers.getall(name, ())) > 1 for name in CREDENTIAL_HEADERS):
+        raise denied  # which of two would count is a guess a proxy and the gateway may make apart
     token = request.headers.get("X-Hub-Access-Token")
-    if token is None and (authorization := request.headers.get("Authorization", "")).startswith("Bearer "):
-        token = authorization.removeprefix("Bearer ").strip()
+    authorization = request.headers.get("Authorization", "")
+    if token is None and authorization[:7].lower() == "bearer ":  # the scheme is case-insensitive
+        token = authorization[7:].strip()
     store = request.app[TOKENS].store_for(token) if token else None
     claimed = request.headers.get("X-Hub-Store")
     if store is None or (claimed is not None and claimed != store):
-        raise Problem(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
+        raise denied
     return store
 
 
