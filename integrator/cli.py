@@ -152,28 +152,40 @@ def replay_target(topology: Topology, stage: str, message: AbstractIncomingMessa
 
 
 async def replay(settings: Settings, stage: str, message_type: str | None, limit: int | None) -> None:
+    """Send held messages back; with `--type`, the others go round to the back of their queue,
+    so that only one message is in hand at a time however many are held."""
     topology = Topology.from_settings(settings)
+    queue = topology.name(stage)
     replayed = 0
     async with channel(settings, confirms=True) as ch:
-        async for message in held(ch, topology.name(stage), None):
+        held_now = (await ch.declare_queue(queue, passive=True)).declaration_result.message_count or 0
+        async for message in held(ch, queue, held_now):
             if message_type is not None and message.type != message_type:
-                continue  # left unacked: back on the queue when we close
+                await _publish(ch, "", queue, _copy(message, message.headers or {}))  # to the back
+                await message.ack()
+                continue
             exchange, key = replay_target(topology, stage, message)
             headers = {k: v for k, v in (message.headers or {}).items() if k not in REPLAY_STRIPS}
-            copy = aio_pika.Message(
-                message.body, headers={**headers, "replayed_from": topology.name(stage)},
-                content_type=message.content_type, delivery_mode=2, message_id=message.message_id,
-                type=message.type, timestamp=message.timestamp,
-            )  # fmt: skip
-            await (await ch.get_exchange(exchange, ensure=False)).publish(
-                copy, routing_key=key, mandatory=True
-            )
+            await _publish(ch, exchange, key, _copy(message, {**headers, "replayed_from": queue}))
             await message.ack()
             emit({"replayed": message.message_id, "message": message.type, "to": exchange})
             replayed += 1
             if limit is not None and replayed >= limit:
                 break
-    emit({"replayed_total": replayed, "from": topology.name(stage)})
+    emit({"replayed_total": replayed, "from": queue})
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
+    return aio_pika.Message(
+        message.body, headers=headers, content_type=message.content_type, delivery_mode=2,
+        message_id=message.message_id, type=message.type, timestamp=message.timestamp,
+    )  # fmt: skip
+
+
+async def _publish(ch: AbstractChannel, exchange: str, key: str, message: aio_pika.Message) -> None:
+    """Publish and wait for the confirm; `exchange` "" is the default one, `key` a queue."""
+    target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
+    await target.publish(message, routing_key=key, mandatory=True)
 
 
 DEV_STORE = "5279008084a81693d5000001"

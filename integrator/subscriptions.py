@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from integrator.ids import is_object_id
+
 SUBSCRIBER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PATTERN_SEGMENT = re.compile(r"[a-z0-9_]+|\*|#")
 
@@ -82,7 +84,7 @@ def _subscriber(name: Any, spec: Any) -> Subscriber:
             raise SubscriptionsError(f"subscriber {name!r}: bad message pattern {pattern!r}")
     stores = spec.get("stores")
     if stores is not None and (
-        not isinstance(stores, list) or not all(isinstance(s, str) and len(s) == 24 for s in stores)
+        not isinstance(stores, list) or not all(is_object_id(s) for s in stores)
     ):
         raise SubscriptionsError(f"subscriber {name!r}: 'stores' must be a list of 24-hex store ids")
     unknown = set(spec) - {"messages", "stores"}

@@ -55,6 +55,10 @@ def test_match_by_type_and_store() -> None:
             "subscriber 'erp': bad message pattern 'order:n*'",
         ),
         ({"subscribers": {"erp": {"messages": ["#"], "stores": ["x"]}}}, "'stores' must be a list of 24-hex"),
+        (
+            {"subscribers": {"erp": {"messages": ["#"], "stores": ["zz79008084a81693d5000001"]}}},
+            "'stores' must be a list of 24-hex",
+        ),
         ({"subscribers": {"erp": {"messages": ["#"], "filters": []}}}, "unknown keys ['filters']"),
     ],
 )
