@@ -101,6 +101,9 @@ class Consumer:
                 await self._channel.basic_reject(tag, requeue=False)  # to `dead`, by the queue's DLX
             else:
                 last_ok = tag
+                for out in outs:
+                    if out.confirmed is not None:
+                        out.confirmed()
         if last_ok is not None:
             # Everything delivered up to last_ok is settled by now: one frame acks it all.
             await self._channel.basic_ack(last_ok, multiple=True)

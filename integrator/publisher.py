@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -47,6 +47,7 @@ class Outbound:
     routing_key: str
     body: bytes
     properties: spec.Basic.Properties  # with a message_id: returns are matched by it
+    confirmed: Callable[[], None] | None = None  # called once the broker has it: metrics of what arrived
 
 
 class Publisher:

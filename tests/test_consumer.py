@@ -65,13 +65,16 @@ async def test_a_message_that_can_never_be_published_is_set_aside_at_once_and_it
 ) -> None:
     topology = Topology(prefix, delivery_limit=5)
     attempts: list[bytes] = []
+    confirmed: list[bytes] = []
 
     def handler(delivery: DeliveredMessage) -> list[Outbound]:
         attempts.append(delivery.body)
         props = delivery.header.properties
         if delivery.body == b"huge":  # properties larger than a frame: FRAME_ERROR if sent
             props = with_headers(props, errors=[{"path": "/" + "k" * 200_000}])
-        return [Outbound(topology.validated, "", delivery.body, props)]
+        return [
+            Outbound(topology.validated, "", delivery.body, props, lambda: confirmed.append(delivery.body))
+        ]
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
@@ -83,6 +86,7 @@ async def test_a_message_that_can_never_be_published_is_set_aside_at_once_and_it
     [dead] = await take(channel, topology.dead, 1)
     assert (dead.body, dead.headers["x-death"][0]["reason"]) == (b"huge", "rejected")
     assert attempts == [b"one", b"huge", b"two"], "handled once each, the connection never dropped"
+    assert sorted(confirmed) == [b"one", b"two"], "what arrived is counted, what was set aside is not"
     stopping.set()
     await consuming
 

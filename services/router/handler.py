@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import orjson
 from aiormq.abc import DeliveredMessage
@@ -16,6 +17,16 @@ from integrator.subscriptions import Subscriptions
 from integrator.topology import Topology
 
 log = logging.getLogger("integrator.router")
+
+
+def _arrival(count: Callable[[], None], received_at: int) -> Callable[[], None]:
+    """`count`, and the time from the gateway's receipt to the confirmed arrival of the copies."""
+
+    def confirmed() -> None:
+        count()
+        metrics.end_to_end_seconds.observe(max(0, envelope.now_ms() - received_at) / 1000)
+
+    return confirmed
 
 
 def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler:
@@ -42,8 +53,6 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
             return [Outbound(topology.unrouted, message, delivery.body, props)]
         noted = props.headers or {}
         received_at, warnings = noted.get("received_at"), noted.get("warnings")
-        if isinstance(received_at, int):
-            metrics.end_to_end_seconds.observe(max(0, envelope.now_ms() - received_at) / 1000)
         outs = []
         for subscriber in subscribers:
             child_id = child_message_id(parent_id, subscriber)
@@ -54,8 +63,10 @@ def routing_handler(subscriptions: Subscriptions, topology: Topology) -> Handler
                 headers["warnings"] = warnings
             body = envelope.dump(message, child_id, store_id, payload_json, parent_id=parent_id)
             props_out = envelope.properties(message, child_id, headers)
-            outs.append(Outbound(topology.accepted, subscriber, body, props_out))
-            routed[subscriber].inc()
+            confirmed = routed[subscriber].inc
+            if not outs and isinstance(received_at, int):  # the copies are confirmed together
+                confirmed = _arrival(confirmed, received_at)
+            outs.append(Outbound(topology.accepted, subscriber, body, props_out, confirmed))
             fields = {"message_id": child_id, "parent_id": parent_id, "message_type": message,
                       "store_id": store_id, "subscriber": subscriber}  # fmt: skip
             message_line(log, "routed", fields)
