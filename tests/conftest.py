@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from integrator import stores
 from tests.support.broker import AMQP_URL, delete_topology
 from tests.support.processes import Stack
 
@@ -76,3 +77,22 @@ async def channel() -> AsyncIterator[AbstractChannel]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_token_is_ever_logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every token the tests create is looked for in every service log the session wrote."""
+    created: list[str] = []
+    create = stores.create
+
+    def recording_create(path: Path, store_id: str) -> tuple[str, str]:
+        token_id, secret = create(path, store_id)
+        created.append(secret)
+        return token_id, secret
+
+    stores.create = recording_create  # type: ignore[assignment]
+    yield
+    stores.create = create  # type: ignore[assignment]
+    logs = list(tmp_path_factory.getbasetemp().rglob("*.log"))
+    leaked = [log.name for log in logs for secret in created if secret in log.read_text(errors="replace")]
+    assert not leaked, f"a token reached these logs: {leaked}"
