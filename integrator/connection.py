@@ -34,6 +34,7 @@ REFUSED = (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.Auth
 class BrokerRefused(Exception):
     """The broker answers but will not let us in: retrying the same credentials cannot help."""
 
+
 Session = Callable[[AbstractConnection], Awaitable[None]]
 
 

@@ -1,18 +1,11 @@
 """Publishing with publisher confirms, pipelined and written in batches.
 
 Everything published during one turn of the event loop goes to the broker as a single socket
-write, and every message awaits only its own confirm. aiormq's `basic_publish` writes each
-message on its own, behind a lock, a timeout scope and a queue hand-off; on this machine that
-cost 0.13 ms of client CPU and 0.10 ms of broker CPU per 1.2 KB message, where one write per
-batch costs 0.06 and 0.05 ms (docs/benchmarks.md).
-
-The batch path registers each message with the aiormq channel exactly as `basic_publish` does
-(delivery tag, confirmation future, message id for returns), so aiormq still settles confirms,
-nacks and returns, and fails every pending confirm when the channel closes. It relies on those
-channel attributes, which is why pyproject.toml pins aiormq's minor version; tests/test_publisher.py
-and the fault tests exercise every outcome. Every publish is `mandatory`, so a message no queue
-would take comes back as an error instead of vanishing. A confirm that times out is not taken
-back: the message may still be stored, so a retry can repeat it (at-least-once, as everywhere).
+write, and every message awaits only its own confirm (through `aiormq_channel.BatchChannel`,
+the one place that touches aiormq's internals). Every publish is `mandatory`, so a message no
+queue would take comes back as an error instead of vanishing; that is matched by message id,
+so a message without one is refused. A confirm that times out is not taken back: the message
+may still be stored, so a retry can repeat it (at-least-once, as everywhere).
 """
 
 from __future__ import annotations
@@ -21,15 +14,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
-from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.abc import ChannelFrame
-from aiormq.exceptions import ChannelInvalidStateError, DeliveryError
+from aiormq.exceptions import DeliveryError
 
 from integrator import metrics
+from integrator.aiormq_channel import BatchChannel
 from integrator.frames import message_frames
 
 
@@ -51,7 +42,7 @@ class Outbound:
 
 
 class Publisher:
-    def __init__(self, channel: RawChannel, timeout: float, service: str) -> None:
+    def __init__(self, channel: BatchChannel, timeout: float, service: str) -> None:
         self._channel = channel
         self._timeout = timeout
         self._confirm_seconds = metrics.confirm_seconds.labels(service)
@@ -62,7 +53,7 @@ class Publisher:
     @classmethod
     async def on(cls, channel: AbstractChannel, confirm_timeout: float, service: str) -> Publisher:
         """A publisher on an aio-pika channel opened with `publisher_confirms=True`."""
-        return cls(await channel.get_underlay_channel(), confirm_timeout, service)
+        return cls(BatchChannel.on(await channel.get_underlay_channel()), confirm_timeout, service)
 
     async def publish(self, out: Outbound) -> None:
         """Return once the broker has confirmed `out`; raise PublishFailed if it will not."""
@@ -89,8 +80,6 @@ class Publisher:
         """Register `out` with the channel, queue its frames for the next write, and return the
         future aiormq settles with its confirm."""
         channel = self._channel
-        if channel.is_closed:
-            raise ChannelInvalidStateError(f"{channel!r} closed")
         message_id = out.properties.message_id
         try:
             if not message_id:  # a mandatory publish is matched to its return by the id
@@ -105,15 +94,8 @@ class Publisher:
                 channel.max_content_size,
             )
         except (ValueError, TypeError) as exc:
-            failed = channel.create_future()
-            failed.set_exception(Unpublishable(f"cannot publish to {out.exchange}: {exc}"))
-            return failed
-        channel.delivery_tag += 1
-        tag = channel.delivery_tag
-        confirm = channel.create_future()
-        channel.confirmations[tag] = confirm
-        channel.message_id_delivery_tag[message_id] = tag
-        confirm.add_done_callback(partial(_forget, channel, message_id, tag))
+            return channel.failed(Unpublishable(f"cannot publish to {out.exchange}: {exc}"))
+        confirm = channel.register(message_id)
         self._encoded.append(encoded)
         self._unconfirmed.append(confirm)
         if self._writer is None:
@@ -131,9 +113,7 @@ class Publisher:
                 encoded, self._encoded = self._encoded, []
                 unconfirmed, self._unconfirmed = self._unconfirmed, []
                 asyncio.get_running_loop().call_later(self._timeout, _expire, unconfirmed, self._timeout)
-                await self._channel.write_queue.put(
-                    ChannelFrame(payload=b"".join(encoded), should_close=False)
-                )
+                await self._channel.write(b"".join(encoded))
         finally:
             self._writer = None
 
@@ -149,11 +129,6 @@ async def _confirmed(confirm: asyncio.Future, out: Outbound) -> None:
         raise PublishFailed(f"{out.exchange} refused the message: {exc.frame!r}") from None
     if not isinstance(result, spec.Basic.Ack):  # the returned message itself
         raise PublishFailed(f"{out.exchange} returned the message: no queue took it")
-
-
-def _forget(channel: RawChannel, message_id: str, tag: int, _: asyncio.Future) -> None:
-    if channel.message_id_delivery_tag.get(message_id) == tag:
-        del channel.message_id_delivery_tag[message_id]
 
 
 def _expire(confirms: list[asyncio.Future], timeout: float) -> None:

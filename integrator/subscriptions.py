@@ -83,9 +83,7 @@ def _subscriber(name: Any, spec: Any) -> Subscriber:
         if not isinstance(pattern, str) or not all(PATTERN_SEGMENT.fullmatch(s) for s in pattern.split(":")):
             raise SubscriptionsError(f"subscriber {name!r}: bad message pattern {pattern!r}")
     stores = spec.get("stores")
-    if stores is not None and (
-        not isinstance(stores, list) or not all(is_object_id(s) for s in stores)
-    ):
+    if stores is not None and (not isinstance(stores, list) or not all(is_object_id(s) for s in stores)):
         raise SubscriptionsError(f"subscriber {name!r}: 'stores' must be a list of 24-hex store ids")
     unknown = set(spec) - {"messages", "stores"}
     if unknown:

@@ -11,6 +11,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 
+from integrator.aiormq_channel import BatchChannel
 from integrator.publisher import Outbound, Publisher, PublishFailed, Unpublishable
 from tests.support.broker import AMQP_URL, take
 
@@ -102,3 +103,14 @@ async def test_a_message_that_can_never_be_published_fails_alone(
     assert reasons[2].endswith("it has no message_id")
     assert await publisher.publish_all([outbound(queue, b"later", "later")]) == []
     assert [m.message_id for m in await take(channel, queue, 2)] == ["same write", "later"]
+
+
+async def test_the_aiormq_adapter_refuses_a_channel_it_does_not_know(connection: AbstractConnection) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    raw = await channel.get_underlay_channel()
+    assert BatchChannel.on(raw) is not None
+    raw.__dict__.pop("message_id_delivery_tag", None)  # as if an aiormq release had renamed it
+    with pytest.raises(RuntimeError, match=r"aiormq 7\.2\.\d+.s channel .*: message_id_delivery_tag"):
+        BatchChannel.on(raw)
+    with pytest.raises(RuntimeError, match="object is not aiormq's Channel"):
+        BatchChannel.on(object())
