@@ -24,8 +24,9 @@ import aio_pika
 import aiohttp
 import orjson
 
-from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, wrk_script
+from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, costly_dry_run_script, wrk_script
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
+from integrator import stores
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.topology import Topology
@@ -360,6 +361,51 @@ def answer_ms(wrk_output: str) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
+HOSTILE_RATE = 200  # pushes/s of the authenticated client
+HOSTILE_CLIENTS = 3
+
+
+@dataclass
+class Hostile:
+    idle_ms: tuple[float, float]  # p50, p99 of the authenticated pushes' time to an answer, alone
+    loaded_ms: tuple[float, float]  # the same while the anonymous clients send
+    dry_runs_per_s: float  # what the anonymous clients sent, together
+    dry_run_answers: dict[str, int]
+
+
+async def hostile_phase(workdir: Path, subscriptions: Path) -> Hostile:
+    """An authenticated client pushing HOSTILE_RATE/s, alone, then while HOSTILE_CLIENTS
+    anonymous clients send ~1 MB dry runs as fast as they are answered."""
+    name = prefix("hostile")
+    stores_file = workdir / "hostile-stores.yml"
+    _, token = stores.create(stores_file, "5279008084a81693d5000001")
+    env = {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file), **UNLIMITED,
+           "INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)}  # fmt: skip
+    stack = Stack(name, workdir / "hostile", env)
+    await stack.start("gateway", "validator", "router")
+    pushes, costly = workdir / "hostile-pushes.lua", workdir / "costly-dry-run.lua"
+    pushes.write_text(wrk_script(count_statuses=True, rate=HOSTILE_RATE, token=token, invalid_every=0))
+    costly.write_text(costly_dry_run_script())
+    try:
+        idle = (await asyncio.to_thread(wrk(stack.url, pushes, WINDOW, connections=8).communicate))[0]
+        clients = [
+            wrk(stack.url + "/messages/validate", costly, WINDOW + 2, 4) for _ in range(HOSTILE_CLIENTS)
+        ]
+        await asyncio.sleep(1)
+        loaded = (await asyncio.to_thread(wrk(stack.url, pushes, WINDOW, connections=8).communicate))[0]
+        outputs = [(await asyncio.to_thread(c.communicate))[0] for c in clients]
+    finally:
+        stack.stop()
+        await delete_topology(name, SUBSCRIBERS)
+    tallies = [answers(o) for o in outputs]
+    return Hostile(
+        idle_ms=answer_ms(idle),
+        loaded_ms=answer_ms(loaded),
+        dry_runs_per_s=sum(requests_per_s(o) for o in outputs),
+        dry_run_answers={k: sum(t[k] for t in tallies) for k in tallies[0]},
+    )
+
+
 FLOOD_CONNECTIONS = 512  # enough that the schedule, not the answers, sets the pace
 
 
@@ -432,6 +478,7 @@ def report(
     hub: Saturation,
     latencies: list[dict],
     overload: Overload,
+    hostile: Hostile,
 ) -> str:
     gateway = {name: median_run(turns) for name, turns in gateway_turns.items()}
     check_ms = [
@@ -501,6 +548,14 @@ Overload: wrk with {FLOOD_CONNECTIONS} connections for {OVERLOAD_SECONDS:.0f} s,
 | backlog drained after the flood in | {overload.drain_seconds:.1f} s |
 | machine CPU during the flood, by process | {", ".join(f"{k} {v:.0%}" for k, v in sorted(overload.cpu_share.items(), key=lambda kv: -kv[1]))} |
 | 202s vs messages delivered (store + rejected) after draining | {overload.answers["accepted"]} vs {overload.delivered_after_drain} ({"none lost" if overload.delivered_after_drain >= overload.answers["accepted"] else "LOST " + str(overload.answers["accepted"] - overload.delivered_after_drain)}) |
+
+Costly dry runs: an authenticated client pushing {HOSTILE_RATE}/s (8 connections, valid orders), alone and while {HOSTILE_CLIENTS} anonymous clients (4 connections each) send ~1 MB `order:updated` dry runs, every item wrong, as fast as they are answered.
+
+| measure | value |
+|---|---|
+| pushes' time to an answer alone, p50 / p99 ms | {hostile.idle_ms[0]:.1f} / {hostile.idle_ms[1]:.1f} |
+| the same during the dry runs, p50 / p99 ms | {hostile.loaded_ms[0]:.1f} / {hostile.loaded_ms[1]:.1f} ({hostile.loaded_ms[1] / max(hostile.idle_ms[1], 0.1):.2f}x the p99 alone) |
+| anonymous dry runs answered/s, and how | {hostile.dry_runs_per_s:.0f}; {", ".join(f"{k} {v}" for k, v in hostile.dry_run_answers.items())} (other: 401) |
 """
 
 
@@ -545,7 +600,9 @@ async def run() -> str:
     ]
     print(f"overload for {OVERLOAD_SECONDS:.0f} s ...", file=sys.stderr)
     overload = await overload_phase(workdir, subscriptions, hub.originals_per_s)
-    return report(gateway, payload_check_ms(), reference, hub, latencies, overload)
+    print("pushes while anonymous clients send costly dry runs ...", file=sys.stderr)
+    hostile = await hostile_phase(workdir, subscriptions)
+    return report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile)
 
 
 async def saturation_only() -> str:

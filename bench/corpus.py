@@ -61,15 +61,43 @@ def bodies(count: int = 100, invalid_every: int = INVALID_EVERY) -> list[bytes]:
     return [orjson.dumps(order(i, valid=not invalid_every or i % invalid_every != 0)) for i in range(count)]
 
 
+STATUS_TALLY = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+accepted, refused, limited, other = 0, 0, 0, 0
+function response(status, headers, body)
+  if status == 202 then accepted = accepted + 1
+  elseif status == 503 then refused = refused + 1
+  elseif status == 429 then limited = limited + 1
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local a, r, l, o = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("accepted"); r = r + t:get("refused"); l = l + t:get("limited"); o = o + t:get("other")
+  end
+  io.write(string.format("STATUS %d %d %d %d\\n", a, r, l, o))
+  io.write(string.format("ANSWER_MS %.1f %.1f\\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+"""wrk Lua that tallies answers (202, 503, 429, other) and prints them with the p50 and p99 time
+to an answer when the run ends: `STATUS a r l o` and `ANSWER_MS p50 p99`."""
+
+
 def wrk_script(
-    count: int = 100, *, count_statuses: bool = False, rate: float = 0, invalid_every: int = INVALID_EVERY
+    count: int = 100,
+    *,
+    count_statuses: bool = False,
+    rate: float = 0,
+    invalid_every: int = INVALID_EVERY,
+    token: str = "",
 ) -> str:
     """A wrk Lua script that POSTs the corpus (`bodies(count, invalid_every)`) round-robin.
 
     `count_statuses`: tally answers and print `STATUS accepted refused limited other`, and
     `ANSWER_MS p50 p99` of the time to an answer, at the end (it costs wrk some CPU). `rate`: start requests on a fixed
     schedule, this many per second across all connections (an open loop, as long as a connection
-    is free), rather than as fast as the answers come.
+    is free), rather than as fast as the answers come. `token`: sent as a Bearer token.
     """
     quoted = ",\n".join("[==[" + b.decode() + "]==]" for b in bodies(count, invalid_every))
     script = f"""
@@ -82,6 +110,8 @@ request = function()
   return wrk.format(nil, "/messages", nil, bodies[i])
 end
 """
+    if token:
+        script += f'wrk.headers["Authorization"] = "Bearer {token}"\n'
     if rate:
         # wrk asks delay() before each request; it waits for the next free slot on the schedule
         # (LuaJIT's ffi reads the clock).
@@ -107,23 +137,21 @@ function delay()
 end
 """
     if count_statuses:
-        script += """
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-accepted, refused, limited, other = 0, 0, 0, 0
-function response(status, headers, body)
-  if status == 202 then accepted = accepted + 1
-  elseif status == 503 then refused = refused + 1
-  elseif status == 429 then limited = limited + 1
-  else other = other + 1 end
-end
-function done(summary, latency, requests)
-  local a, r, l, o = 0, 0, 0, 0
-  for _, t in ipairs(threads) do
-    a = a + t:get("accepted"); r = r + t:get("refused"); l = l + t:get("limited"); o = o + t:get("other")
-  end
-  io.write(string.format("STATUS %d %d %d %d\\n", a, r, l, o))
-  io.write(string.format("ANSWER_MS %.1f %.1f\\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-"""
+        script += STATUS_TALLY
     return script
+
+
+def costly_dry_run_script() -> str:
+    """A wrk Lua script that sends a ~1 MB `order:updated` of large arrays, every item wrong, to
+    the dry run without a token: what three anonymous clients used to saturate the gateway with."""
+    items = [{"sku": "S" * 16, "quantity": "two", "name": "x" * 1000} for _ in range(900)]
+    doc = {"message": "order:updated", "store_id": STORE,
+           "payload": {"order": {"number": "R1", "email": "a@b.cc", "line_items": items}}}  # fmt: skip
+    return (
+        f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{orjson.dumps(doc).decode()}]==]
+"""
+        + STATUS_TALLY
+    )
