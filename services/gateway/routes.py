@@ -66,7 +66,10 @@ def authenticate(request: web.Request) -> str | None:
     """
     if TOKENS not in request.app:
         return None
-    denied = Problem(401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"})
+    # closing spares reading an unwanted body: anonymous 1 MB dry runs no longer cost their size
+    denied = Problem(
+        401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"}, close=True
+    )
     if any(len(request.headers.getall(name, ())) > 1 for name in CREDENTIAL_HEADERS):
         raise denied  # which of two would count is a guess a proxy and the gateway may make apart
     token = request.headers.get("X-Hub-Access-Token")
