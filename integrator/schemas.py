@@ -133,11 +133,15 @@ class SchemaCatalogue:
         return Verdict(errors, [w for w in found if (w["path"], w["rule"]) not in refused])
 
 
-def _compile(path: Path, message_type: str) -> Schema:
+def _json_file(path: Path) -> Any:
     try:
-        document = orjson.loads(path.read_bytes())
+        return orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise SchemaFileError(f"{path}: not valid JSON: {exc}") from None
+
+
+def _compile(path: Path, message_type: str) -> Schema:
+    document = _json_file(path)
     if not isinstance(document, dict):
         raise SchemaFileError(f"{path}: a schema must be a JSON object")
     try:
@@ -201,10 +205,7 @@ def _aliases(path: Path, schemas: dict[str, Schema]) -> dict[str, str]:
     """The alias table `{alias: type}`, if the directory has one; each alias must name a schema."""
     if not path.exists():
         return {}
-    try:
-        table = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise SchemaFileError(f"{path}: not valid JSON: {exc}") from None
+    table = _json_file(path)
     if not isinstance(table, dict):
         raise SchemaFileError(f"{path}: must be an object of alias: message type")
     for alias, meant in table.items():
