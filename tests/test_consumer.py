@@ -33,6 +33,13 @@ async def run_consumer(connection: AbstractConnection, topology: Topology, handl
     return asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
 
 
+async def publish_to_incoming(channel: AbstractChannel, topology: Topology, bodies: list[bytes]) -> None:
+    """Each body as a message whose id is the body itself."""
+    incoming = await channel.get_exchange(topology.incoming, ensure=False)
+    for body in bodies:
+        await incoming.publish(aio_pika.Message(body, message_id=body.decode()), routing_key="")
+
+
 async def test_a_message_whose_handler_raises_again_on_redelivery_is_set_aside_and_the_rest_flow(
     prefix: str, connection: AbstractConnection, channel: AbstractChannel
 ) -> None:
@@ -47,9 +54,7 @@ async def test_a_message_whose_handler_raises_again_on_redelivery_is_set_aside_a
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
-    incoming = await channel.get_exchange(topology.incoming, ensure=False)
-    for body in (b"one", b"boom", b"two"):
-        await incoming.publish(aio_pika.Message(body, message_id=body.decode()), routing_key="")
+    await publish_to_incoming(channel, topology, [b"one", b"boom", b"two"])
 
     assert sorted(m.body for m in await take(channel, topology.validated, 2)) == [b"one", b"two"]
     [dead] = await take(channel, topology.dead, 1)
@@ -78,9 +83,7 @@ async def test_a_message_that_can_never_be_published_is_set_aside_at_once_and_it
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
-    incoming = await channel.get_exchange(topology.incoming, ensure=False)
-    for body in (b"one", b"huge", b"two"):
-        await incoming.publish(aio_pika.Message(body, message_id=body.decode()), routing_key="")
+    await publish_to_incoming(channel, topology, [b"one", b"huge", b"two"])
 
     assert sorted(m.body for m in await take(channel, topology.validated, 2)) == [b"one", b"two"]
     [dead] = await take(channel, topology.dead, 1)
@@ -102,9 +105,7 @@ async def test_stop_finishes_what_was_delivered(
         return [Outbound(topology.validated, "", delivery.body, delivery.header.properties)]
 
     consuming = await run_consumer(connection, topology, handler, stopping)
-    incoming = await channel.get_exchange(topology.incoming, ensure=False)
-    for i in range(5):
-        await incoming.publish(aio_pika.Message(b"m%d" % i, message_id=str(i)), routing_key="")
+    await publish_to_incoming(channel, topology, [b"m%d" % i for i in range(5)])
     await asyncio.wait_for(consuming, 10)
     queue = await channel.declare_queue(topology.incoming, passive=True)
     handled = await take(channel, topology.validated, 5 - queue.declaration_result.message_count)
@@ -133,9 +134,7 @@ async def test_a_refused_publish_is_retried_until_confirmed_not_dead_lettered(
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
-    incoming = await channel.get_exchange(topology.incoming, ensure=False)
-    for i in range(5):
-        await incoming.publish(aio_pika.Message(b"m%d" % i, message_id=str(i)), routing_key="")
+    await publish_to_incoming(channel, topology, [b"m%d" % i for i in range(5)])
     received = [m.body for m in await take(channel, full, 5)]  # freeing room lets the retries land
     assert sorted(received) == [b"m0", b"m1", b"m2", b"m3", b"m4"]
     await asyncio.sleep(0.3)
