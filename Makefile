@@ -18,15 +18,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Ctrl-C (or any one service exiting) stops all three, each gracefully.
+# Ctrl-C, a SIGTERM to make, or any one service exiting stops the three, each with one SIGTERM.
+# They run in sessions of their own (setsid), so a Ctrl-C reaches them only as that SIGTERM.
 run: install ## start gateway, validator and router against AMQP_URL
 	@$(BIN)/python -m integrator.check_broker
 	@$(BIN)/integrator tokens dev  # a development store and its token, on the first run
-	@trap 'trap - INT TERM; kill 0' INT TERM; \
-	$(BIN)/integrator-validator & \
-	$(BIN)/integrator-router & \
-	$(BIN)/integrator-gateway & \
-	wait -n; trap - INT TERM; kill 0
+	@pids=(); \
+	stop() { trap '' INT TERM; kill -TERM "$${pids[@]}" 2>/dev/null; wait "$${pids[@]}"; }; \
+	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; \
+	for service in validator router gateway; do setsid $(BIN)/integrator-$$service & pids+=($$!); done; \
+	wait -n "$${pids[@]}"; status=$$?; stop; exit $$status
 
 test: install ## the whole suite against the broker at AMQP_URL
 	$(BIN)/ruff check .

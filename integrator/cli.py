@@ -1,8 +1,8 @@
 """`integrator`: look at the queues and act on what they hold.
 
     integrator stats                         depth, consumers and net change of every queue
-    integrator tail SUBSCRIBER [--count N]   print copies as they reach a subscriber, taking none away
-    integrator show QUEUE [--limit N]        what rejected, unrouted or dead holds, with reasons
+    integrator tail SUBSCRIBER [--count N]   copies waiting for a subscriber, then new ones; takes none
+    integrator show QUEUE [--limit N]        what rejected, unrouted, dead or accepted.SUB holds, with reasons
     integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
     integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
 
@@ -80,19 +80,35 @@ async def _declared(ch: AbstractChannel, name: str) -> tuple[int | None, int | N
 
 
 async def tail(settings: Settings, subscriber: str, count: int | None) -> None:
-    """A private, exclusive queue bound like the subscriber's: the broker copies each message into
-    both, so the real subscriber still gets everything."""
+    """The copies waiting in the subscriber's queue, then each new one as it arrives.
+
+    New copies come through a private, exclusive queue bound like the subscriber's: the broker
+    copies each message into both, so the real subscriber still gets everything. It is bound
+    before the waiting copies are read, so none falls between the two; one seen in both is
+    printed once."""
     topology = Topology.from_settings(settings)
+    queue = topology.accepted_queue(subscriber)
+    seen: set[str | None] = set()
+
+    def show(message: AbstractIncomingMessage) -> bool:
+        """Print a copy not printed yet; True once `count` are printed."""
+        if message.message_id not in seen:
+            seen.add(message.message_id)
+            emit({"queue": queue, **describe(message)})
+        return count is not None and len(seen) >= count
+
     async with channel(settings) as ch:
         accepted = await ch.get_exchange(topology.accepted)
         mirror = await ch.declare_queue(exclusive=True, auto_delete=True)
         await mirror.bind(accepted, routing_key=subscriber)
-        seen = 0
+        async with channel(settings) as peek:
+            async for message in held(peek, queue, count):
+                if show(message):
+                    return
+        print(f"tailing {queue}", file=sys.stderr, flush=True)
         async with mirror.iterator(no_ack=True) as messages:
             async for message in messages:
-                emit({"queue": topology.accepted_queue(subscriber), **describe(message)})
-                seen += 1
-                if count is not None and seen >= count:
+                if show(message):
                     return
 
 
@@ -105,6 +121,7 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
         "message_id": message.message_id,
         "message": message.type,
         "reason": reason(message),
+        "deliveries": (message.headers or {}).get("x-delivery-count", 0),
         "body": body,
     }
 
@@ -121,7 +138,9 @@ def reason(message: AbstractIncomingMessage) -> str | None:
 
 
 async def held(ch: AbstractChannel, queue: str, limit: int | None) -> AsyncIterator[AbstractIncomingMessage]:
-    """Every held message, each left unacked until the channel closes, which puts back what is not acked."""
+    """Every message waiting in `queue`, each left unacked until the channel closes, which puts
+    back what is not acked. On a subscriber's queue that counts as one delivery of each toward
+    INTEGRATOR_DELIVERY_LIMIT: the broker has no other way to look."""
     q = await ch.get_queue(queue, ensure=False)
     taken = 0
     while limit is None or taken < limit:
@@ -232,6 +251,13 @@ def tokens(settings: Settings, action: str, store_id: str | None, token_id: str 
                 )
 
 
+def shown_queue(name: str) -> str:
+    subscriber = name.removeprefix("accepted.")
+    if name in HOLDING or (subscriber != name and subscriber):
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(HOLDING)} or accepted.SUBSCRIBER")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="integrator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,11 +265,13 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True)
     s = commands.add_parser("stats", help="depth, consumers and net change of every queue")
     s.add_argument("--interval", type=float, default=1.0, help="seconds between the two samples")
-    t = commands.add_parser("tail", help="print copies as they reach a subscriber")
+    t = commands.add_parser("tail", help="print the copies waiting for a subscriber, then new ones")
     t.add_argument("subscriber")
     t.add_argument("--count", type=int, help="stop after this many")
-    sh = commands.add_parser("show", help="list what a holding queue holds, with reasons")
-    sh.add_argument("queue", choices=HOLDING)
+    sh = commands.add_parser(
+        "show", help="list what a holding queue (or accepted.SUBSCRIBER) holds, with reasons"
+    )
+    sh.add_argument("queue", type=shown_queue, metavar="{" + ",".join(HOLDING) + ",accepted.SUBSCRIBER}")
     sh.add_argument("--limit", type=int)
     tk = commands.add_parser("tokens", help="create, list or revoke store access tokens")
     tk.add_argument("action", choices=("create", "list", "revoke", "dev"))

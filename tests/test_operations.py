@@ -123,18 +123,23 @@ async def test_one_message_can_be_followed_through_the_logs(
     assert {e["subscriber"] for e in lines[2:]} == {"store", "erp"}
 
 
-def cli(stack: Stack, *args: str, within: float = 30) -> list[dict]:
-    env = {**os.environ, "AMQP_URL": AMQP_URL, "INTEGRATOR_PREFIX": stack.prefix, **stack.env}
-    result = subprocess.run(
+def cli_process(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    """The CLI as a user runs it, with the stack's settings; output in pipes."""
+    return subprocess.Popen(
         [sys.executable, "-m", "integrator.cli", *args],
         cwd=ROOT,
-        env=env,
-        capture_output=True,
+        env={**os.environ, "AMQP_URL": AMQP_URL, "INTEGRATOR_PREFIX": stack.prefix, **stack.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=within,
     )
-    assert result.returncode == 0, result.stderr
-    return [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+def cli(stack: Stack, *args: str, within: float = 30) -> list[dict]:
+    process = cli_process(stack, *args)
+    out, err = process.communicate(timeout=within)
+    assert process.returncode == 0, err
+    return [orjson.loads(line) for line in out.splitlines()]
 
 
 async def test_cli_stats_lists_every_queue(stack: Stack, http: aiohttp.ClientSession) -> None:
@@ -151,20 +156,69 @@ async def test_cli_stats_lists_every_queue(stack: Stack, http: aiohttp.ClientSes
     assert rows[f"{p}.incoming"]["net_change_per_s"] == 0
 
 
-async def test_cli_tail_shows_copies_without_taking_them(
+async def push_products(http: aiohttp.ClientSession, stack: Stack, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
+            assert response.status == 202
+            ids.append((await response.json())["message_id"])
+    return ids
+
+
+async def copies_on(channel: AbstractChannel, queue: str, parents: list[str]) -> None:
+    """Wait until `queue` holds one copy of each parent (left there)."""
+    for _ in range(150):
+        if await depth(channel, queue) == len(parents):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{queue} never held {len(parents)} copies")
+
+
+async def test_cli_tail_shows_waiting_then_new_copies_without_taking_them(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
     await stack.start("gateway", "validator", "router")
-    tail = asyncio.create_task(asyncio.to_thread(cli, stack, "tail", "erp", "--count", "2"))
-    await asyncio.sleep(1.5)  # the tail's queue is bound
-    answers = []
-    for _ in range(2):
-        async with http.post(stack.url + "/messages", json=NEW_PRODUCT) as response:
-            answers.append((await response.json())["message_id"])
-    shown = await tail
-    assert [row["body"]["parent_id"] for row in shown] == answers
-    assert {row["queue"] for row in shown} == {f"{stack.prefix}.accepted.erp"}
-    assert len(await take(channel, f"{stack.prefix}.accepted.erp", 2)) == 2, "the subscriber still has both"
+    queue = f"{stack.prefix}.accepted.erp"
+    waiting = await push_products(http, stack, 2)
+    await copies_on(channel, queue, waiting)
+    tail = await asyncio.to_thread(cli_process, stack, "tail", "erp", "--count", "4")
+    assert tail.stderr is not None
+    ready = await asyncio.to_thread(tail.stderr.readline)  # the sign that new copies are watched
+    assert ready == f"tailing {queue}\n"
+    new = await push_products(http, stack, 2)
+    out, _ = await asyncio.to_thread(tail.communicate, timeout=30)
+    shown = [orjson.loads(line) for line in out.splitlines()]
+    assert [row["body"]["parent_id"] for row in shown] == waiting + new
+    assert {row["queue"] for row in shown} == {queue}
+    assert [row["deliveries"] for row in shown] == [0, 0, 0, 0]
+    copies = await take(channel, queue, 4)
+    assert [body(m)["parent_id"] for m in copies] == waiting + new, "the subscriber still has all four"
+    assert await depth(channel, queue) == 0
+
+
+async def test_cli_show_peeks_at_a_subscriber_queue(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    queue = f"{stack.prefix}.accepted.erp"
+    parents = await push_products(http, stack, 3)
+    await copies_on(channel, queue, parents)
+    first = await asyncio.to_thread(cli, stack, "show", "accepted.erp")
+    again = await asyncio.to_thread(cli, stack, "show", "accepted.erp", "--limit", "1")
+    assert [(r["queue"], r["body"]["parent_id"], r["reason"]) for r in first] == [
+        (queue, p, None) for p in parents
+    ]
+    assert [r["deliveries"] for r in first] == [0, 0, 0]
+    assert [(r["body"]["parent_id"], r["deliveries"]) for r in again] == [(parents[0], 1)], "a look counts"
+    left = [body(m)["parent_id"] for m in await take(channel, queue, 3)]
+    assert sorted(left) == sorted(parents), "all three are still there (a look may reorder them)"
+
+
+def test_cli_show_refuses_a_queue_it_does_not_know(stack: Stack) -> None:
+    process = cli_process(stack, "show", "accepted.")
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "'accepted.': one of rejected, unrouted, dead or accepted.SUBSCRIBER" in err
 
 
 async def test_cli_show_and_replay_rejected_after_a_schema_fix(

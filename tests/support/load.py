@@ -40,6 +40,13 @@ class Push:
             assert time.monotonic() < deadline, f"only {len(self.accepted)} of {count} accepted"
             await asyncio.sleep(0.01)
 
+    async def refused_more_than(self, count: int, within: float = 30) -> None:
+        """Wait for a sign the gateway knows the broker is gone: more 503s than `count`."""
+        deadline = time.monotonic() + within
+        while self.statuses.get(503, 0) <= count:
+            assert time.monotonic() < deadline, f"no 503 beyond {count} in {within}s"
+            await asyncio.sleep(0.01)
+
 
 async def push(
     url: str, docs: list[dict], progress: Push, rate: float = 100, concurrency: int = 16, within: float = 120
