@@ -31,6 +31,7 @@ run: install ## start gateway, validator and router against AMQP_URL
 
 test: install ## the whole suite against the broker at AMQP_URL
 	$(BIN)/ruff check .
+	@$(BIN)/python -m integrator.check_broker
 	$(BIN)/pytest -q
 
 SOAK_MESSAGES ?= 3000

@@ -1,6 +1,6 @@
 """`python -m integrator.check_broker`: say plainly whether the broker at AMQP_URL answers.
 
-`make run` calls it first, so a missing broker is one clear sentence, not a stream of retries.
+`make run` and `make test` call it first, so a missing broker is one clear sentence, not a stream of retries.
 """
 
 from __future__ import annotations
@@ -10,28 +10,35 @@ import sys
 
 import aio_pika
 
-from integrator.connection import BROKER_ERRORS
+from integrator.connection import BROKER_ERRORS, REFUSED
+from integrator.logs import redact
 from integrator.settings import Settings
 
 
-async def _check(url: str) -> str | None:
+def missing(url: str, error: BaseException) -> str:
+    """What to tell a user whose broker does not answer or let in, credentials redacted."""
+    if isinstance(error, REFUSED):
+        return redact(f"RabbitMQ at {url} refuses these credentials ({error}); fix the user in AMQP_URL.")
+    return redact(
+        f"No RabbitMQ answers at {url} ({error!r}).\n"
+        "Start one with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`),\n"
+        "or point AMQP_URL at a running broker."
+    )
+
+
+async def problem(url: str) -> str | None:
+    """None if the broker at `url` lets us in, else what to tell the user."""
     try:
         connection = await asyncio.wait_for(aio_pika.connect(url), 5)
     except BROKER_ERRORS as exc:
-        return repr(exc)
+        return missing(url, exc)
     await connection.close()
     return None
 
 
 def main() -> None:
-    url = Settings.from_env().amqp_url
-    problem = asyncio.run(_check(url))
-    if problem is not None:
-        sys.exit(
-            f"No RabbitMQ answers at {url} ({problem}).\n"
-            "Start one with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`),\n"
-            "or point AMQP_URL at a running broker."
-        )
+    if (found := asyncio.run(problem(Settings.from_env().amqp_url))) is not None:
+        sys.exit(found)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +25,8 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from integrator import stores
+from integrator.check_broker import missing
+from integrator.connection import BROKER_ERRORS
 from integrator.settings import Settings
 from integrator.subscriptions import Subscriptions, SubscriptionsError
 from integrator.topology import HOLDING, STAGES, Topology
@@ -286,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # a lost broker is said once, below
     settings = Settings.from_env()
     if args.command == "tokens":
         try:
@@ -302,8 +305,12 @@ def main(argv: list[str] | None = None) -> None:
             run = show(settings, args.queue, args.limit)
         case _:
             run = replay(settings, args.queue, args.message_type, args.limit)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(run)
+    except KeyboardInterrupt:
+        pass
+    except BROKER_ERRORS as exc:
+        sys.exit(missing(settings.amqp_url, exc))
 
 
 if __name__ == "__main__":

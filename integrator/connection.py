@@ -12,6 +12,8 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractConnection
 
+from integrator.logs import redact
+
 log = logging.getLogger("integrator.connection")
 
 CONNECT_TIMEOUT = 10.0
@@ -50,7 +52,7 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
                 url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
             )
         except REFUSED as exc:
-            raise BrokerRefused(f"the broker refuses the credentials of AMQP_URL: {exc}") from None
+            raise BrokerRefused(redact(f"the broker refuses the credentials of AMQP_URL: {exc}")) from None
         except Exception as exc:  # any other failure to connect is worth another try
             log.warning(
                 "broker unreachable", extra={"attempt": attempt, "retry_in": delay, "error": repr(exc)}

@@ -11,29 +11,34 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from integrator.http_json import json_answer, json_errors
+from integrator.metrics import registry_for
 
-def add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
-    """`ready()` says whether the service can do its work: connected, topology declared."""
+
+def add_health_routes(app: web.Application, service: str, ready: Callable[[], bool]) -> None:
+    """`ready()` says whether the service can do its work: connected, topology declared.
+    /metrics shows the metrics `service` keeps, and the process's own."""
+    registry = registry_for(service)
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return json_answer({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         if ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not connected to the broker"}, status=503)
+            return json_answer({"status": "ready"})
+        return json_answer({"status": "not connected to the broker"}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
 
 
-async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> web.AppRunner:
-    app = web.Application()
-    add_health_routes(app, ready)
+async def serve_health(host: str, port: int, service: str, ready: Callable[[], bool]) -> web.AppRunner:
+    app = web.Application(middlewares=[json_errors])
+    add_health_routes(app, service, ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

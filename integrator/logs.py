@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import threading
 import time
@@ -19,6 +20,17 @@ from typing import Any
 import orjson
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_CREDENTIALS = re.compile(r"(\w+://[^:/@\s]*):[^@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`scheme://user:secret@host` as `scheme://user:***@host`: a broker URL's password never
+    reaches a log line or a message to the user."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
+
+def _redacted(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
 
 
 class JsonLines:
@@ -59,7 +71,8 @@ class JsonLines:
 
 
 class JsonLinesHandler(logging.Handler):
-    """Every logging record as a JSON line: its `extra` fields, and the traceback if any."""
+    """Every logging record as a JSON line: its `extra` fields, and the traceback if any, with
+    credentials redacted (message lines, written by `message_line`, carry ids only)."""
 
     def __init__(self, lines: JsonLines) -> None:
         super().__init__()
@@ -67,10 +80,10 @@ class JsonLinesHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields = [(k, v) for k, v in vars(record).items() if k not in _STANDARD]
+            fields = [(k, _redacted(v)) for k, v in vars(record).items() if k not in _STANDARD]
             if record.exc_info:
-                fields.append(("exception", logging.Formatter().formatException(record.exc_info)))
-            self.lines.write(record.created, record.levelname.lower(), record.getMessage(), fields)
+                fields.append(("exception", redact(logging.Formatter().formatException(record.exc_info))))
+            self.lines.write(record.created, record.levelname.lower(), redact(record.getMessage()), fields)
         except Exception:
             self.handleError(record)
 

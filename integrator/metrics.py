@@ -1,58 +1,94 @@
-"""Every Prometheus metric of the hub, defined once. Labels stay bounded: no ids, and message
-types outside the schema catalogue are folded into "other"."""
+"""Every Prometheus metric of the hub, defined once, and which service exports which. Labels stay
+bounded: no ids, and message types outside the schema catalogue are folded into "other"."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 requests = Counter(
     "integrator_gateway_requests_total",
     "Pushes answered by the gateway, by outcome: accepted, invalid, refused (at capacity), "
-    "limited (store rate), unavailable (no broker).",
+    "denied (credentials), limited (store rate), unavailable (no broker).",
     ["outcome"],
+    registry=None,
 )
 validated = Counter(
     "integrator_messages_validated_total",
     "Messages checked by the validator, by type and outcome (accepted, rejected) and, for "
     "rejections, the reason class (json, envelope, schema, no_schema).",
     ["message", "outcome", "reason"],
+    registry=None,
 )
-routed = Counter("integrator_messages_routed_total", "Copies delivered to accepted queues.", ["subscriber"])
-unrouted = Counter("integrator_messages_unrouted_total", "Valid messages no subscription matched.")
+routed = Counter(
+    "integrator_messages_routed_total", "Copies delivered to accepted queues.", ["subscriber"], registry=None
+)
+unrouted = Counter(
+    "integrator_messages_unrouted_total", "Valid messages no subscription matched.", registry=None
+)
 dead_lettered = Counter(
     "integrator_messages_dead_lettered_total",
     "Deliveries a service moved to the dead queue itself (not a validated message).",
     ["service"],
+    registry=None,
 )
 handler_failures = Counter(
     "integrator_handler_failures_total",
     "Deliveries whose handling raised: returned to their queue the first time, set aside after.",
     ["service"],
+    registry=None,
 )
 set_aside = Counter(
     "integrator_set_aside_total",
     "Deliveries sent to dead at once: their handling raised on redelivery too, or produced a "
     "message that can never be published (no message_id, properties larger than a frame).",
     ["service"],
+    registry=None,
 )
 confirm_seconds = Histogram(
     "integrator_publish_confirm_seconds",
     "Time from publishing a message to the broker's confirm.",
     ["service"],
     buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 end_to_end_seconds = Histogram(
     "integrator_end_to_end_seconds",
     "Time from gateway receipt to the copy's confirmed arrival on its accepted queue.",
     buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 in_flight = Gauge(
     "integrator_in_flight",
     "Messages a service holds: publishes awaiting confirms (gateway) or deliveries in hand (workers).",
     ["service"],
 )
+
+
+WORKER = (handler_failures, set_aside, confirm_seconds, in_flight)
+BY_SERVICE = {
+    "gateway": (requests, confirm_seconds, in_flight),
+    "validator": (validated, *WORKER),
+    "router": (routed, unrouted, dead_lettered, end_to_end_seconds, *WORKER),
+}
+"""Each service exports only what it keeps: no router counter stands at 0 on the gateway."""
+
+
+def registry_for(service: str) -> CollectorRegistry:
+    """The service's metrics, created unregistered above, with the process, platform and GC ones."""
+    registry = CollectorRegistry()
+    for collector in (*BY_SERVICE[service], PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
 
 
 def message_label(message_type: object, known: frozenset[str]) -> str:

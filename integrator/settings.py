@@ -21,6 +21,7 @@ class Settings:
     gateway_validates: bool = True  # refuse a payload with errors at the door (422), not only later
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 8080
+    health_host: str = "0.0.0.0"  # where the validator and router serve /healthz, /readyz, /metrics
     validator_port: int = 8081  # /healthz, /readyz, /metrics
     router_port: int = 8082
     max_body_bytes: int = 1 << 20

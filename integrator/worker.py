@@ -39,7 +39,7 @@ def run_worker(
             consuming = False
 
     async def main(stopping: asyncio.Event) -> None:
-        health = await serve_health(settings.gateway_host, health_port, lambda: consuming)
+        health = await serve_health(settings.health_host, health_port, name, lambda: consuming)
         try:
             await stay_connected(
                 settings.amqp_url, f"integrator-{name}", lambda c: session(c, stopping), stopping

@@ -12,6 +12,8 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from integrator import stores
+from integrator.check_broker import missing
+from integrator.connection import BROKER_ERRORS
 from tests.support.broker import AMQP_URL, delete_topology
 from tests.support.processes import Stack
 
@@ -77,6 +79,22 @@ async def channel() -> AsyncIterator[AbstractChannel]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def machine_broker_left_alone() -> AsyncIterator[None]:
+    """A connection to the broker at AMQP_URL, held for the whole run, must still be open at the
+    end: no test may stop or restart a broker it did not start (tests/support/rabbit_node.py)."""
+    try:
+        held = await aio_pika.connect(AMQP_URL, client_properties={"connection_name": "tests-held"})
+    except BROKER_ERRORS as exc:
+        pytest.exit(missing(AMQP_URL, exc), returncode=2)
+    yield
+    still_open = not held.is_closed
+    if still_open:
+        await (await held.channel()).close()  # and it still answers
+    await held.close()
+    assert still_open, "the machine's broker closed a connection held since the run began"
 
 
 @pytest.fixture(scope="session", autouse=True)

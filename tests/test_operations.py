@@ -6,15 +6,17 @@ import asyncio
 import os
 import subprocess
 import sys
+from urllib.parse import urlparse
 
 import aiohttp
 import orjson
 from aio_pika.abc import AbstractChannel
 from prometheus_client.parser import text_string_to_metric_families
 
+from integrator.logs import redact
 from tests.conftest import NEW_PRODUCT, STORE
 from tests.support.broker import AMQP_URL, body, depth, next_message, take
-from tests.support.processes import ROOT, Stack
+from tests.support.processes import ROOT, Service, Stack, free_port
 from tests.support.proxy import Proxy
 
 
@@ -310,3 +312,105 @@ async def test_cli_replays_unrouted_after_a_subscription_fix(
     ]
     [copy] = await take(channel, f"{stack.prefix}.accepted.erp", 1)
     assert body(copy)["parent_id"] == parent_id
+
+
+SECRET_URL = "amqp://guest:s3cret@127.0.0.1:{port}/"
+
+
+def run_with_url(url: str, *command: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AMQP_URL": url, "INTEGRATOR_PREFIX": "never-created"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_a_missing_broker_is_one_clear_sentence_without_the_password() -> None:
+    url = SECRET_URL.format(port=free_port())  # nothing listens there
+    for command in (
+        [sys.executable, "-m", "integrator.check_broker"],
+        [sys.executable, "-m", "integrator.cli", "stats"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_core.py"],
+    ):
+        result = run_with_url(url, *command)
+        said = result.stdout + result.stderr
+        assert result.returncode != 0, command
+        assert f"No RabbitMQ answers at amqp://guest:***@127.0.0.1:{url.split(':')[3]}" in said, said
+        assert "rabbitmq-server -detached" in said
+        assert "s3cret" not in said
+        assert "Traceback" not in said
+
+
+async def test_refused_credentials_are_never_printed_or_logged(tmp_path) -> None:
+    url = SECRET_URL.format(port=urlparse(AMQP_URL).port or 5672)  # the real broker, a wrong password
+    cli_run = await asyncio.to_thread(run_with_url, url, sys.executable, "-m", "integrator.cli", "stats")
+    assert cli_run.returncode == 1
+    assert cli_run.stderr.startswith("RabbitMQ at amqp://guest:***@127.0.0.1:"), cli_run.stderr
+    assert "refuses these credentials" in cli_run.stderr
+    validator = Service("services.validator", {"AMQP_URL": url}, tmp_path / "validator.log")
+    validator.launch()
+    assert validator.process is not None
+    assert await asyncio.to_thread(validator.process.wait, 30) == 1
+    log = validator.log_text()
+    assert '"event":"broker refused"' in log
+    assert "s3cret" not in log + cli_run.stdout + cli_run.stderr
+
+
+def test_redact_hides_every_password_in_a_line() -> None:
+    line = "to amqp://guest:s3cret@a:5672/, then amqps://u:p%40ss@b/vh and postgresql://pg@c/db"
+    assert redact(line) == "to amqp://guest:***@a:5672/, then amqps://u:***@b/vh and postgresql://pg@c/db"
+
+
+async def test_every_answer_is_application_json_and_workers_answer_404s_in_json(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    await stack.start("gateway", "validator", "router")
+    answers = []
+    for url, method, data, headers in (
+        (stack.url + "/healthz", "GET", None, {}),
+        (stack.url + "/schemas", "GET", None, {}),
+        (stack.url + "/messages", "POST", orjson.dumps(NEW_PRODUCT), {"Content-Type": "application/json"}),
+        (stack.url + "/messages", "POST", b"{}", {"Content-Type": "application/json"}),
+        (stack.url + "/nowhere", "GET", None, {}),
+        (stack.service_url("validator") + "/readyz", "GET", None, {}),
+        (stack.service_url("validator") + "/nowhere", "GET", None, {}),
+        (stack.service_url("router") + "/metrics", "POST", None, {}),
+    ):
+        async with http.request(method, url, data=data, headers=headers) as response:
+            answers.append((response.status, response.headers["Content-Type"]))
+            if response.status == 404:
+                assert await response.json() == {"error": "no such path: /nowhere", "errors": []}
+            if response.status == 405:
+                assert (await response.json())["error"] == "method POST not allowed here; allowed: GET, HEAD"
+    json = "application/json"
+    assert answers == [(200, json), (200, json), (202, json), (422, json), (404, json),
+                       (200, json), (404, json), (405, json)]  # fmt: skip
+
+
+async def test_a_push_without_content_type_is_told_so(stack: Stack, http: aiohttp.ClientSession) -> None:
+    await stack.start("gateway")
+    async with http.post(
+        stack.url + "/messages", data=orjson.dumps(NEW_PRODUCT), skip_auto_headers=["Content-Type"]
+    ) as response:
+        assert response.status == 415
+        assert (await response.json())["error"] == (
+            "content type must be application/json, got no Content-Type header"
+        )
+
+
+async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aiohttp.ClientSession) -> None:
+    await stack.start("gateway", "validator", "router")
+    families = {}
+    for name in ("gateway", "validator", "router"):
+        async with http.get(stack.service_url(name) + "/metrics") as response:
+            text = await response.text()
+        every = {f.name for f in text_string_to_metric_families(text)}
+        assert "process_cpu_seconds" in every
+        families[name] = {f for f in every if f.startswith("integrator") and not f.endswith("_created")}
+    assert families == {
+        "gateway": {"integrator_gateway_requests", "integrator_publish_confirm_seconds",
+                    "integrator_in_flight"},
+        "validator": {"integrator_messages_validated", "integrator_handler_failures", "integrator_set_aside",
+                      "integrator_publish_confirm_seconds", "integrator_in_flight"},
+        "router": {"integrator_messages_routed", "integrator_messages_unrouted",
+                   "integrator_messages_dead_lettered", "integrator_end_to_end_seconds",
+                   "integrator_handler_failures", "integrator_set_aside",
+                   "integrator_publish_confirm_seconds", "integrator_in_flight"},
+    }  # fmt: skip

@@ -23,7 +23,8 @@ async def read_object(request: web.Request, settings: Settings) -> dict[str, Any
     max_bytes = settings.max_body_bytes
     content_type = request.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise Problem(415, f"content type must be application/json, got {content_type[:100]}")
+        got = content_type[:100] if "Content-Type" in request.headers else "no Content-Type header"
+        raise Problem(415, f"content type must be application/json, got {got}")
     if (request.charset or "utf-8").lower() != "utf-8":
         raise Problem(415, f"a JSON body is UTF-8, not {request.charset[:100]}")
     if request.headers.get("Content-Encoding", "identity").lower() not in ENCODINGS:

@@ -1,16 +1,15 @@
-"""Every error the gateway answers is JSON: `{"error": summary, "errors": [field errors]}`,
-and `"warnings"` too when a refused payload also had some."""
+"""Every error the gateway answers is in the house format (integrator/http_json.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-import orjson
 from aiohttp import web
 
 from integrator import metrics
 from integrator.errors import FieldError
+from integrator.http_json import Handler, error_answer, http_error_answer
 
 log = logging.getLogger("integrator.gateway")
 
@@ -37,19 +36,12 @@ class Problem(Exception):
         self.close = close
 
     def response(self) -> web.Response:
-        answer: dict[str, object] = {"error": self.summary, "errors": self.errors}
-        if self.warnings:
-            answer["warnings"] = self.warnings
-        body = orjson.dumps(answer)
-        response = web.Response(
-            status=self.status, body=body, content_type="application/json", headers=self.headers
-        )
+        response = error_answer(self.status, self.summary, self.errors, self.warnings, self.headers)
         if self.close:
             response.force_close()
         return response
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUSH_ROUTES = ("push", "push_for_store")
 
 
@@ -63,17 +55,8 @@ async def json_problems(request: web.Request, handler: Handler) -> web.StreamRes
         if request.match_info.route.name in PUSH_ROUTES and problem.status in (400, 401, 403, 413, 415, 422):
             metrics.requests.labels("denied" if problem.status in (401, 403) else "invalid").inc()
         return problem.response()
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return Problem(
-            405, f"method {request.method} not allowed here; allowed: {allowed}", headers={"Allow": allowed}
-        ).response()
-    except web.HTTPNotFound:
-        return Problem(404, f"no such path: {request.path}").response()
-    except web.HTTPRequestEntityTooLarge as exc:
-        return Problem(413, exc.text or "request body too large").response()
     except web.HTTPException as exc:
-        return Problem(exc.status, exc.reason).response()
+        return http_error_answer(request, exc)
     except ConnectionError:
         raise  # the client went away: nobody to answer (http_errors logs it, throttled)
     except Exception:

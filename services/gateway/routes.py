@@ -10,6 +10,7 @@ from aiohttp import web
 from integrator import envelope, metrics
 from integrator.errors import field_error
 from integrator.health import add_health_routes
+from integrator.http_json import json_answer
 from integrator.ids import is_object_id, new_message_id
 from integrator.logs import message_line
 from integrator.publisher import Outbound
@@ -126,7 +127,7 @@ async def validate_message(request: web.Request) -> web.Response:
     errors, warnings = request.app[CATALOGUE].check(doc)
     if errors:
         raise Problem(422, "invalid message", errors, warnings=warnings)
-    return web.json_response({"valid": True, "warnings": warnings} if warnings else {"valid": True})
+    return json_answer({"valid": True, "warnings": warnings} if warnings else {"valid": True})
 
 
 async def list_schemas(request: web.Request) -> web.Response:
@@ -138,7 +139,7 @@ async def list_schemas(request: web.Request) -> web.Response:
          "description": catalogue[meant].description}
         for alias, meant in catalogue.aliases.items()
     )  # fmt: skip
-    return web.json_response(sorted(entries, key=lambda entry: entry["message"]))
+    return json_answer(sorted(entries, key=lambda entry: entry["message"]))
 
 
 async def get_schema(request: web.Request) -> web.Response:
@@ -147,11 +148,7 @@ async def get_schema(request: web.Request) -> web.Response:
     message_type = request.match_info["message_type"]
     if message_type not in request.app[CATALOGUE]:
         raise Problem(404, f"no schema for message type {message_type}")
-    return web.json_response(request.app[CATALOGUE][message_type].document, dumps=_dumps)
-
-
-def _dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
+    return json_answer(request.app[CATALOGUE][message_type].document)
 
 
 async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Response:
@@ -191,7 +188,7 @@ def add_routes(app: web.Application) -> None:
     async def openapi(_: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
 
-    add_health_routes(app, lambda: app[BROKER].ready)
+    add_health_routes(app, "gateway", lambda: app[BROKER].ready)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/messages", post_message, name="push")
     app.router.add_post("/messages/validate", validate_message)

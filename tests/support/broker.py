@@ -48,9 +48,12 @@ async def depth(channel: AbstractChannel, queue: str) -> int:
     return declared.declaration_result.message_count or 0
 
 
-async def assert_stays_empty(channel: AbstractChannel, queue: str, seconds: float = 0.5) -> None:
-    await asyncio.sleep(seconds)
-    assert await depth(channel, queue) == 0, f"{queue} should be empty"
+async def assert_barrier_first(channel: AbstractChannel, queue: str, barrier_id: str) -> None:
+    """Assert that the first message on `queue` is the barrier: a message sent after the one under
+    test, along the same path. Whatever the message under test would have put there came first."""
+    [first] = await take(channel, queue, 1)
+    got = {first.message_id, body(first).get("parent_id")}
+    assert barrier_id in got, f"{queue}: {first.message_id} ({first.type}) arrived before the barrier"
 
 
 def body(message: AbstractIncomingMessage) -> Any:
