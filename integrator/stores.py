@@ -152,6 +152,8 @@ class ReloadingTokens:
         if version != self._version:
             try:
                 self._tokens = load(self._path)
+                if not starting:
+                    log.info("stores file reloaded")
             except StoresFileError as exc:
                 if starting:
                     raise  # refuse to run on a broken file

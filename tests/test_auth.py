@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from integrator import stores
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.processes import ROOT, Stack
+from tests.support.scrape import pushes
 
 
 def tokens_cli(stores_file: Path, *args: str) -> list[dict]:
@@ -88,9 +89,12 @@ async def test_pushes_need_the_stores_own_token(
     path_url = f"{secured.url}/api/stores/{STORE}/messages"
     doc = {"message": "product:new", "payload": NEW_PRODUCT["payload"]}
     assert await push(http, path_url, {"Authorization": f"Bearer {other_token}"}, doc) == forbidden
-    assert (await push(http, path_url, {"Authorization": f"Bearer {token}"}, doc))[0] == 202
+    last = await push(http, path_url, {"Authorization": f"Bearer {token}"}, doc)
+    assert last[0] == 202
+    assert await pushes(http, secured.url) == {"accepted": 4, "denied": 7}
 
-    await asyncio.sleep(0.5)
+    # the line of the last push is in the log file: so is everything written before it
+    await secured.service("gateway").wait_for_text(last[1]["message_id"], within=5)
     log = secured.service("gateway").log_text()
     assert token not in log and other_token not in log, "tokens never logged"
 
@@ -102,13 +106,23 @@ async def test_a_token_is_rotated_without_downtime(
     await secured.start("gateway")
     url = secured.url + "/messages"
     _, new = stores.create(stores_file, STORE)  # the running gateway picks it up
-    await asyncio.sleep(1.2)
-    for token in (old, new):
-        assert (await push(http, url, {"Authorization": f"Bearer {token}"}))[0] == 202
+    assert await statuses_until(http, url, new, 202) <= {401}, "the new token works within seconds"
+    assert (await push(http, url, {"Authorization": f"Bearer {old}"}))[0] == 202, "the old one still does"
     stores.revoke(stores_file, STORE, old_id)
-    await asyncio.sleep(1.2)
-    assert (await push(http, url, {"Authorization": f"Bearer {old}"}))[0] == 401
+    assert await statuses_until(http, url, old, 401) <= {202}, "until it is revoked"
     assert (await push(http, url, {"Authorization": f"Bearer {new}"}))[0] == 202
+
+
+async def statuses_until(http: aiohttp.ClientSession, url: str, token: str, wanted: int) -> set[int]:
+    """Push with `token` until the answer is `wanted` (the gateway rereads the file once a
+    second, on a request); the other statuses seen on the way."""
+    seen = set()
+    deadline = time.monotonic() + 10
+    while (status := (await push(http, url, {"Authorization": f"Bearer {token}"}))[0]) != wanted:
+        seen.add(status)
+        assert time.monotonic() < deadline, f"still {status}, not {wanted}"
+        await asyncio.sleep(0.1)
+    return seen
 
 
 async def test_authentication_off_is_explicit_and_logged(stack: Stack, http: aiohttp.ClientSession) -> None:
@@ -157,6 +171,11 @@ async def test_a_stores_file_broken_while_running_keeps_the_tokens_loaded_before
             assert time.monotonic() < deadline, "the broken file was never noticed"
             await asyncio.sleep(0.1)
         assert (await push(http, secured.url + "/messages", bearer))[0] == 202
+    await asyncio.to_thread(stores_file.unlink)
+    _, new = await asyncio.to_thread(stores.create, stores_file, STORE)  # a good file again
+    assert await statuses_until(http, secured.url + "/messages", new, 202) <= {401}
+    await gateway.wait_for_log("stores file reloaded")
+    assert (await push(http, secured.url + "/messages", bearer))[0] == 401, "the old file's token is gone"
 
 
 async def test_the_dry_run_takes_a_token_and_counts_against_the_stores_rate(

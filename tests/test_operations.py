@@ -18,6 +18,7 @@ from tests.conftest import NEW_PRODUCT, STORE
 from tests.support.broker import AMQP_URL, body, depth, next_message, take
 from tests.support.processes import ROOT, Service, Stack, free_port
 from tests.support.proxy import Proxy
+from tests.support.scrape import scrape
 
 
 async def status(http: aiohttp.ClientSession, url: str) -> int:
@@ -50,20 +51,6 @@ async def test_readiness_follows_the_broker_connection(stack: Stack, http: aioht
             await wait_for_status(http, url + "/readyz", 200)
     finally:
         await proxy.close()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-async def scrape(http: aiohttp.ClientSession, url: str) -> dict:
-    async with http.get(url + "/metrics") as response:
-        assert response.status == 200
-        return samples(await response.text())
 
 
 async def test_metrics_count_what_happened(

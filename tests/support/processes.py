@@ -52,13 +52,16 @@ class Service:
         return self.log_path.read_bytes()[offset:].decode(errors="replace")
 
     async def wait_for_log(self, event: str, within: float = 20.0, offset: int = 0) -> None:
+        await self.wait_for_text(f'"event":"{event}"', within, offset)
+
+    async def wait_for_text(self, needle: str, within: float = 20.0, offset: int = 0) -> None:
+        """Wait until the log holds `needle` (after `offset`); fail if the process exits first."""
         deadline = time.monotonic() + within
-        needle = f'"event":"{event}"'
         while needle not in self.log_text(offset):
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"{self.module} exited early:\n{self.log_text(offset)}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.module} never logged {event!r}:\n{self.log_text(offset)}")
+                raise AssertionError(f"{self.module} never logged {needle!r}:\n{self.log_text(offset)}")
             await asyncio.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
