@@ -2,11 +2,15 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY integrator ./integrator
 COPY services ./services
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 COPY schemas ./schemas
 COPY config ./config
+# the stores file lives in a volume mounted here; nobody must be able to write it
+RUN mkdir /app/data && chown nobody /app/data
 USER nobody
 CMD ["integrator-gateway"]

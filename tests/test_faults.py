@@ -213,3 +213,39 @@ async def test_validator_and_router_stopped_with_sigterm_mid_stream_lose_and_rep
     # with every service stopped nothing more can arrive: what was counted is all there is
     assert [await depth(channel, f"{stack.prefix}.{q}") for q in QUEUES_AFTER] == [0] * len(QUEUES_AFTER)
     assert {s: (r.duplicates, r.unexpected) for s, r in results.items()} == {"store": (0, 0), "erp": (0, 0)}
+
+
+async def test_gateway_stopped_with_sigterm_answers_what_it_holds_truthfully(
+    stack: Stack, channel: AbstractChannel
+) -> None:
+    await stack.start("gateway")
+    gateway = stack.service("gateway")
+    signalled = asyncio.Event()
+    answered_after_signal = 0
+
+    async def one(http: aiohttp.ClientSession, i: int) -> str | None:
+        """The id of a 202, or None for a push the gateway never took (it stopped listening)."""
+        nonlocal answered_after_signal
+        try:
+            async with http.post(stack.url + "/messages", json=product(i)) as response:
+                if response.status != 202:
+                    assert response.status == 503, await response.text()
+                    return None
+                answered_after_signal += signalled.is_set()
+                return (await response.json())["message_id"]
+        except aiohttp.ClientError:
+            return None
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        pushes = [asyncio.create_task(one(http, i)) for i in range(400)]
+        await asyncio.wait(pushes, return_when=asyncio.FIRST_COMPLETED)
+        assert gateway.process is not None
+        gateway.process.terminate()
+        signalled.set()
+        accepted = [a for a in await asyncio.gather(*pushes) if a is not None]
+    assert await asyncio.to_thread(gateway.process.wait, 30) == 0
+    assert answered_after_signal > 0, "some pushes were in flight when the signal came"
+    on_incoming = {m.message_id for m in await take(channel, f"{stack.prefix}.incoming", len(accepted))}
+    assert on_incoming == set(accepted), "every 202 is on incoming"
+    assert await depth(channel, f"{stack.prefix}.incoming") == 0, "and nothing it did not answer 202 for"
