@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import aiohttp
 import orjson
+import pytest
 from aio_pika.abc import AbstractChannel
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,7 +102,11 @@ async def test_one_message_can_be_followed_through_the_logs(
     copies = await take(channel, f"{stack.prefix}.accepted.store", 1) + await take(
         channel, f"{stack.prefix}.accepted.erp", 1
     )
-    await asyncio.sleep(0.5)  # info lines reach the file within a flush interval (0.2 s)
+    # info lines reach the file within a flush interval (0.2 s): wait for each service's
+    for name, wanted in (("gateway", [message_id]), ("validator", [message_id]),
+                         ("router", [body(c)["message_id"] for c in copies])):  # fmt: skip
+        for needle in wanted:
+            await stack.service(name).wait_for_text(needle, within=5)
     lines = [
         orjson.loads(line)
         for name in ("gateway", "validator", "router")
@@ -401,3 +410,47 @@ async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aio
                    "integrator_handler_failures", "integrator_set_aside",
                    "integrator_publish_confirm_seconds", "integrator_in_flight"},
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm to make"])
+def test_make_run_stops_its_three_services_once_each(
+    stop: str, prefix: str, tmp_path: Path, subscriptions_file: Path
+) -> None:
+    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER")}
+    env = {
+        **os.environ,
+        "AMQP_URL": AMQP_URL,
+        "INTEGRATOR_PREFIX": prefix,
+        "INTEGRATOR_STORES": str(tmp_path / "stores.yml"),
+        "INTEGRATOR_SUBSCRIPTIONS": str(subscriptions_file),
+        **{f"INTEGRATOR_{name}_PORT": port for name, port in ports.items()},
+    }
+    output = tmp_path / "make-run.log"
+    with output.open("wb") as out:  # a session of its own, as a terminal gives its foreground job
+        make = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        ready = ('"event":"accepting messages"', '"service":"validator","event":"consuming"',
+                 '"service":"router","event":"consuming"')  # fmt: skip
+        while not all(sign in output.read_text() for sign in ready):
+            assert make.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.1)
+        if stop == "ctrl-c":
+            os.killpg(make.pid, signal.SIGINT)  # what the terminal sends its foreground group
+        else:
+            make.terminate()  # to make alone, as a script that ran `make run &` stops it
+        assert make.wait(30) != 0
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+    lines = [orjson.loads(line) for line in output.read_text().splitlines() if line.startswith('{"time"')]
+    stops = sorted((e["service"], e["signal"]) for e in lines if e["event"] == "stop requested")
+    assert stops == [("gateway", "SIGTERM"), ("router", "SIGTERM"), ("validator", "SIGTERM")]
+    stopped = sorted(e["service"] for e in lines if e["event"] == "stopped")
+    assert stopped == ["gateway", "router", "validator"], "each finished its stop"
+    assert "No child processes" not in output.read_text()
+    for port in ports.values():  # nothing left listening
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(port))) != 0
