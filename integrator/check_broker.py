@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import aio_pika
@@ -37,6 +38,7 @@ async def problem(url: str) -> str | None:
 
 
 def main() -> None:
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the one sentence below says it all
     if (found := asyncio.run(problem(Settings.from_env().amqp_url))) is not None:
         sys.exit(found)
 

@@ -48,9 +48,12 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
     attempt = 1
     while not stopping.is_set():
         try:
-            return await aio_pika.connect(
-                url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
+            return await _unless_stopping(
+                aio_pika.connect(url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT),
+                stopping,
             )
+        except _Stopped:
+            return None
         except REFUSED as exc:
             raise BrokerRefused(redact(f"the broker refuses the credentials of AMQP_URL: {exc}")) from None
         except Exception as exc:  # any other failure to connect is worth another try
@@ -61,6 +64,27 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
         delay = min(delay * 2, MAX_DELAY)
         attempt += 1
     return None
+
+
+class _Stopped(Exception):
+    """`stopping` was set while connecting."""
+
+
+async def _unless_stopping(
+    connecting: Awaitable[AbstractConnection], stopping: asyncio.Event
+) -> AbstractConnection:
+    """The connection, or _Stopped as soon as `stopping` is set: a stop must not wait out the
+    connect timeout of a broker that accepts TCP but never answers."""
+    attempt = asyncio.ensure_future(connecting)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((attempt, stop), return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not attempt.done():
+        # a cancelled handshake may itself never finish: give it CLOSE_TIMEOUT, as `_close` does
+        attempt.cancel()
+        await asyncio.wait((attempt,), timeout=CLOSE_TIMEOUT)
+        raise _Stopped
+    return attempt.result()
 
 
 async def stay_connected(url: str, name: str, session: Session, stopping: asyncio.Event) -> None:

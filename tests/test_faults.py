@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +23,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from integrator.connection import CONNECT_TIMEOUT
 from tests.support.broker import AMQP_URL, body, depth, next_message, take
 from tests.support.load import FAULT_MESSAGES, Arrivals, Push, arrivals, product, push
 from tests.support.processes import Stack
@@ -249,3 +252,19 @@ async def test_gateway_stopped_with_sigterm_answers_what_it_holds_truthfully(
     on_incoming = {m.message_id for m in await take(channel, f"{stack.prefix}.incoming", len(accepted))}
     assert on_incoming == set(accepted), "every 202 is on incoming"
     assert await depth(channel, f"{stack.prefix}.incoming") == 0, "and nothing it did not answer 202 for"
+
+
+@pytest.mark.parametrize("name", ["gateway", "validator"])
+async def test_a_service_stops_at_once_while_a_silent_broker_keeps_it_connecting(
+    stack: Stack, name: str
+) -> None:
+    with socket.socket() as silent:  # accepts TCP (the backlog does), never says a word of AMQP
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        stack.env["AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/"
+        service = stack.service(name)
+        # "starting" comes once its signal handlers are in place, just before its first connect,
+        # which would wait CONNECT_TIMEOUT (10 s) for an answer; the stop must not wait for it
+        await service.wait_for_log("starting", offset=service.launch())
+        assert await asyncio.to_thread(service.stop, signal.SIGTERM, CONNECT_TIMEOUT / 2) == 0
+    assert '"event":"stopped"' in service.log_text()
