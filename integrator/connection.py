@@ -52,8 +52,6 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
                 aio_pika.connect(url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT),
                 stopping,
             )
-        except _Stopped:
-            return None
         except REFUSED as exc:
             raise BrokerRefused(redact(f"the broker refuses the credentials of AMQP_URL: {exc}")) from None
         except Exception as exc:  # any other failure to connect is worth another try
@@ -66,14 +64,10 @@ async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConne
     return None
 
 
-class _Stopped(Exception):
-    """`stopping` was set while connecting."""
-
-
 async def _unless_stopping(
     connecting: Awaitable[AbstractConnection], stopping: asyncio.Event
-) -> AbstractConnection:
-    """The connection, or _Stopped as soon as `stopping` is set: a stop must not wait out the
+) -> AbstractConnection | None:
+    """The connection, or None as soon as `stopping` is set: a stop must not wait out the
     connect timeout of a broker that accepts TCP but never answers."""
     attempt = asyncio.ensure_future(connecting)
     stop = asyncio.ensure_future(stopping.wait())
@@ -83,7 +77,7 @@ async def _unless_stopping(
         # a cancelled handshake may itself never finish: give it CLOSE_TIMEOUT, as `_close` does
         attempt.cancel()
         await asyncio.wait((attempt,), timeout=CLOSE_TIMEOUT)
-        raise _Stopped
+        return None
     return attempt.result()
 
 

@@ -50,11 +50,14 @@ def http_error_answer(request: web.Request, exc: web.HTTPException) -> web.Respo
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """For the workers' health apps: every error in the house format, an unexpected one logged."""
+    """aiohttp's own errors and any unexpected one in the house format; an unexpected error is
+    logged once, with its traceback."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
         return http_error_answer(request, exc)
+    except ConnectionError:
+        raise  # the client went away: nobody to answer (the gateway's http_errors logs it, throttled)
     except Exception:
         log.exception("unexpected error", extra={"method": request.method, "path": request.path})
         return error_answer(500, "internal error")

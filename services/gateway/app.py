@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from integrator.http_json import json_errors
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.stores import ReloadingTokens
@@ -21,7 +22,7 @@ log = logging.getLogger("integrator.gateway")
 
 def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogue) -> web.Application:
     http_errors.install()
-    app = web.Application(middlewares=[json_problems], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[json_errors, json_problems], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[BROKER] = broker
     app[CATALOGUE] = catalogue
