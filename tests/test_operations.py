@@ -172,13 +172,22 @@ async def copies_on(channel: AbstractChannel, queue: str, parents: list[str]) ->
     raise AssertionError(f"{queue} never held {len(parents)} copies")
 
 
+async def copies_waiting_for_erp(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, count: int
+) -> tuple[str, list[str]]:
+    """The whole stack running and `count` products' copies waiting in erp's queue: its name
+    and their parents' ids, in push order."""
+    await stack.start("gateway", "validator", "router")
+    queue = f"{stack.prefix}.accepted.erp"
+    parents = await push_products(http, stack, count)
+    await copies_on(channel, queue, parents)
+    return queue, parents
+
+
 async def test_cli_tail_shows_waiting_then_new_copies_without_taking_them(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    await stack.start("gateway", "validator", "router")
-    queue = f"{stack.prefix}.accepted.erp"
-    waiting = await push_products(http, stack, 2)
-    await copies_on(channel, queue, waiting)
+    queue, waiting = await copies_waiting_for_erp(stack, http, channel, 2)
     tail = await asyncio.to_thread(cli_process, stack, "tail", "erp", "--count", "4")
     assert tail.stderr is not None
     ready = await asyncio.to_thread(tail.stderr.readline)  # the sign that new copies are watched
@@ -197,10 +206,7 @@ async def test_cli_tail_shows_waiting_then_new_copies_without_taking_them(
 async def test_cli_show_peeks_at_a_subscriber_queue(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
-    await stack.start("gateway", "validator", "router")
-    queue = f"{stack.prefix}.accepted.erp"
-    parents = await push_products(http, stack, 3)
-    await copies_on(channel, queue, parents)
+    queue, parents = await copies_waiting_for_erp(stack, http, channel, 3)
     first = await asyncio.to_thread(cli, stack, "show", "accepted.erp")
     again = await asyncio.to_thread(cli, stack, "show", "accepted.erp", "--limit", "1")
     assert [(r["queue"], r["body"]["parent_id"], r["reason"]) for r in first] == [
