@@ -3,11 +3,15 @@
     integrator stats                         depth, consumers and net change of every queue
     integrator tail SUBSCRIBER [--count N]   copies waiting for a subscriber, then new ones; takes none
     integrator show QUEUE [--limit N]        what rejected, unrouted, dead or accepted.SUB holds, with reasons
+    integrator show MESSAGE_ID               the ledger's record of a message, with its copies
+    integrator messages [--state S] [--since 1h] [--until T] [--type T] [--store S] [--limit N]
+                                             the ledger's messages, newest first
+    integrator db upgrade                    create the database if missing and apply its migrations
     integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
     integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
 
 Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
-INTEGRATOR_SUBSCRIPTIONS). Output is one JSON object per line, for people and for jq.
+INTEGRATOR_SUBSCRIPTIONS, INTEGRATOR_DATABASE_URL). Output is one JSON object per line, for people and for jq.
 """
 
 from __future__ import annotations
@@ -18,17 +22,22 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from integrator import stores
+from integrator import db, ledger, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
+from integrator.envelope import now_ms
+from integrator.ids import is_object_id
+from integrator.logs import redact
 from integrator.settings import Settings
-from integrator.subscriptions import Subscriptions, SubscriptionsError
+from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern
 from integrator.topology import HOLDING, STAGES, Topology
 
 REPLAY_STRIPS = ("x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
@@ -187,7 +196,8 @@ async def replay(settings: Settings, stage: str, message_type: str | None, limit
                 continue
             exchange, key = replay_target(topology, stage, message)
             headers = {k: v for k, v in (message.headers or {}).items() if k not in REPLAY_STRIPS}
-            await _publish(ch, exchange, key, _copy(message, {**headers, "replayed_from": queue}))
+            replayed_headers = {**headers, "replayed_from": queue, "replayed_at": now_ms()}
+            await _publish(ch, exchange, key, _copy(message, replayed_headers))
             await message.ack()
             emit({"replayed": message.message_id, "message": message.type, "to": exchange})
             replayed += 1
@@ -255,9 +265,73 @@ def tokens(settings: Settings, action: str, store_id: str | None, token_id: str 
 
 def shown_queue(name: str) -> str:
     subscriber = name.removeprefix("accepted.")
-    if name in HOLDING or (subscriber != name and subscriber):
+    if name in HOLDING or (subscriber != name and subscriber) or is_object_id(name):
         return name
-    raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(HOLDING)} or accepted.SUBSCRIBER")
+    raise argparse.ArgumentTypeError(
+        f"{name!r}: one of {', '.join(HOLDING)}, accepted.SUBSCRIBER or a message id"
+    )
+
+
+def moment(text: str) -> datetime:
+    """`1h`, `30m`, `2d` ago, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if text[:-1].isdigit() and text[-1:] in AGO:
+        return datetime.now(UTC) - timedelta(**{AGO[text[-1]]: int(text[:-1])})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a time like 1h, 30m, 2d or 2026-12-03T10:00:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+AGO = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def state(text: str) -> str:
+    if text not in ledger.STATES:
+        raise argparse.ArgumentTypeError(f"{text!r}: one of {', '.join(ledger.STATES)}")
+    return text
+
+
+def pattern(text: str) -> str:
+    if not is_pattern(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a message type or pattern, like order:* or order:#")
+    return text
+
+
+async def show_record(settings: Settings, message_id: str) -> None:
+    pool = await db.open_pool(settings.database_url, max_size=1)
+    try:
+        record = await ledger.find(pool, message_id, None)
+    finally:
+        await pool.close()
+    if record is None:
+        sys.exit(f"{message_id}: not in the ledger")
+    emit(record)
+
+
+async def messages(settings: Settings, query: ledger.Search, limit: int | None) -> None:
+    """Every match, or the first `limit`, a page at a time."""
+    pool = await db.open_pool(settings.database_url, max_size=1)
+    shown = 0
+    try:
+        while True:
+            page, cursor = await ledger.search(pool, query)
+            for summary in page[: None if limit is None else limit - shown]:
+                emit(summary)
+                shown += 1
+            if cursor is None or shown == limit:
+                return
+            query = replace(query, cursor=cursor)
+    finally:
+        await pool.close()
+
+
+async def database_upgrade(settings: Settings) -> None:
+    if await db.create_database(settings.database_url):
+        emit({"created": redact(settings.database_url)})
+    emit({"applied": await db.upgrade(settings.database_url)})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -273,8 +347,19 @@ def parser() -> argparse.ArgumentParser:
     sh = commands.add_parser(
         "show", help="list what a holding queue (or accepted.SUBSCRIBER) holds, with reasons"
     )
-    sh.add_argument("queue", type=shown_queue, metavar="{" + ",".join(HOLDING) + ",accepted.SUBSCRIBER}")
+    sh.add_argument(
+        "queue", type=shown_queue, metavar="{" + ",".join(HOLDING) + ",accepted.SUBSCRIBER,MESSAGE_ID}"
+    )
     sh.add_argument("--limit", type=int)
+    m = commands.add_parser("messages", help="list the ledger's messages, newest first")
+    m.add_argument("--state", type=state)
+    m.add_argument("--since", type=moment, help="1h, 30m, 2d or an ISO 8601 time")
+    m.add_argument("--until", type=moment)
+    m.add_argument("--type", dest="message_type", type=pattern, help="a type or pattern: order:*")
+    m.add_argument("--store", dest="store_id")
+    m.add_argument("--limit", type=int, help="stop after this many")
+    d = commands.add_parser("db", help="the ledger's database")
+    d.add_argument("action", choices=("upgrade",))
     tk = commands.add_parser("tokens", help="create, list or revoke store access tokens")
     tk.add_argument("action", choices=("create", "list", "revoke", "dev"))
     tk.add_argument("store_id", nargs="?")
@@ -301,14 +386,26 @@ def main(argv: list[str] | None = None) -> None:
             run = stats(settings, args.interval)
         case "tail":
             run = tail(settings, args.subscriber, args.count)
+        case "show" if is_object_id(args.queue):
+            run = show_record(settings, args.queue)
         case "show":
             run = show(settings, args.queue, args.limit)
+        case "messages":
+            page = min(args.limit or ledger.MAX_LIMIT, ledger.MAX_LIMIT)
+            query = ledger.Search(args.store_id, args.message_type, args.state, args.since, args.until, page)
+            run = messages(settings, query, args.limit)
+        case "db":
+            run = database_upgrade(settings)
         case _:
             run = replay(settings, args.queue, args.message_type, args.limit)
     try:
         asyncio.run(run)
     except KeyboardInterrupt:
         pass
+    except db.DatabaseUnavailable as exc:
+        sys.exit(str(exc))
+    except db.UNAVAILABLE as exc:
+        sys.exit(redact(f"PostgreSQL unavailable at {settings.database_url}: {exc}"))
     except BROKER_ERRORS as exc:
         sys.exit(missing(settings.amqp_url, exc))
 

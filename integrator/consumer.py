@@ -19,6 +19,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
 from integrator import metrics
+from integrator.journal import Journal
 from integrator.publisher import Outbound, Publisher, Unpublishable
 
 log = logging.getLogger("integrator.consumer")
@@ -29,22 +30,13 @@ RETRY_MAX_DELAY = 2.0
 Handler = Callable[[DeliveredMessage], list[Outbound]]
 
 
-class Consumer:
-    def __init__(
-        self,
-        channel: RawChannel,
-        publisher: Publisher,
-        handler: Handler,
-        stopping: asyncio.Event,
-        service: str,
-    ) -> None:
+class BatchConsumer:
+    """Consume one queue in batches: whatever has arrived when the last batch is settled is the
+    next batch, so batches grow with the load and cost one round trip each. `_settle` decides."""
+
+    def __init__(self, channel: RawChannel, stopping: asyncio.Event) -> None:
         self._channel = channel
-        self._in_hand = metrics.in_flight.labels(service)
-        self._failures = metrics.handler_failures.labels(service)
-        self._set_aside_count = metrics.set_aside.labels(service)
         self._stopping = stopping
-        self._publisher = publisher
-        self._handler = handler
         self._pending: list[DeliveredMessage] = []
         self._arrived = asyncio.Event()
 
@@ -85,9 +77,36 @@ class Consumer:
             await self._settle(batch)
 
     async def _settle(self, batch: list[DeliveredMessage]) -> None:
+        raise NotImplementedError
+
+
+class Consumer(BatchConsumer):
+    """Hand each delivery to a handler, publish what it returns, then ack."""
+
+    def __init__(
+        self,
+        channel: RawChannel,
+        publisher: Publisher,
+        handler: Handler,
+        stopping: asyncio.Event,
+        service: str,
+        journal: Journal | None = None,
+    ) -> None:
+        super().__init__(channel, stopping)
+        self._in_hand = metrics.in_flight.labels(service)
+        self._failures = metrics.handler_failures.labels(service)
+        self._set_aside_count = metrics.set_aside.labels(service)
+        self._publisher = publisher
+        self._handler = handler
+        self._journal = journal
+
+    async def _settle(self, batch: list[DeliveredMessage]) -> None:
         self._in_hand.set(len(batch))
         produced = [self._handle(delivery) for delivery in batch]
-        unpublishable = await self._publish([out for outs in produced if outs for out in outs])
+        outs = [out for outs in produced if outs for out in outs]
+        if self._journal is not None and (event := self._journal.entry(outs)) is not None:
+            outs.append(event)  # confirmed with the batch, so the ledger hears of all it acks
+        unpublishable = await self._publish(outs)
         if unpublishable is None:
             return  # stopping with publishes unconfirmed: the broker requeues the batch on close
         last_ok = None
@@ -147,14 +166,14 @@ class Consumer:
                     "publishes not confirmed; retrying",
                     extra={"count": len(refused), "error": str(refused[0][1]), "retry_in": delay},
                 )
-                if await _wait(self._stopping, delay):
+                if await wait_for(self._stopping, delay):
                     return None
                 delay = min(delay * 2, RETRY_MAX_DELAY)
             outs = [out for out, _ in refused]
         return unpublishable
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
+async def wait_for(event: asyncio.Event, seconds: float) -> bool:
     """Sleep up to `seconds`; True if `event` was set meanwhile."""
     try:
         await asyncio.wait_for(event.wait(), seconds)

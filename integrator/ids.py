@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, date, datetime
 
 from bson import ObjectId
 
@@ -24,3 +25,8 @@ def child_message_id(parent_id: str, subscriber: str) -> str:
     """
     digest = hashlib.blake2b(f"{parent_id}:{subscriber}".encode(), digest_size=8).hexdigest()
     return parent_id[:8] + digest
+
+
+def day_of(message_id: str) -> date:
+    """The UTC day of an ObjectId's timestamp: the ledger partition its rows live in."""
+    return datetime.fromtimestamp(int(message_id[:8], 16), UTC).date()

@@ -73,12 +73,42 @@ in_flight = Gauge(
     ["service"],
 )
 
+ledger_recorded = Counter(
+    "integrator_ledger_recorded",
+    "Rows the ledger wrote (inserted or updated), by table.",
+    ["table"],
+    registry=None,
+)
+ledger_skipped = Counter(
+    "integrator_ledger_skipped",
+    "Ledger deliveries not recorded, by reason: malformed, expired (older than retention), unwritable.",
+    ["reason"],
+    registry=None,
+)
+ledger_write_seconds = Histogram(
+    "integrator_ledger_write_seconds",
+    "Time to write one batch to PostgreSQL.",
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+ledger_lag_seconds = Histogram(
+    "integrator_ledger_lag_seconds",
+    "Time from gateway receipt to the message's first row in the ledger.",
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+database_up = Gauge(
+    "integrator_database_up",
+    "1 when the last PostgreSQL write succeeded, 0 while it is unavailable.",
+    registry=None,
+)
 
 WORKER = (handler_failures, set_aside, confirm_seconds, in_flight)
 BY_SERVICE = {
     "gateway": (requests, confirm_seconds, in_flight),
     "validator": (validated, *WORKER),
     "router": (routed, unrouted, dead_lettered, end_to_end_seconds, *WORKER),
+    "ledger": (ledger_recorded, ledger_skipped, ledger_write_seconds, ledger_lag_seconds, database_up),
 }
 """Each service exports only what it keeps: no router counter stands at 0 on the gateway."""
 

@@ -24,6 +24,12 @@ class Settings:
     health_host: str = "0.0.0.0"  # where the validator and router serve /healthz, /readyz, /metrics
     validator_port: int = 8081  # /healthz, /readyz, /metrics
     router_port: int = 8082
+    ledger_port: int = 8084
+    ledger: bool = True  # feed the ledger's queue: the gateway's messages and the workers' batch events
+    database_url: str = "postgresql://localhost:5432/integrator"
+    retention_days: int = 30
+    idempotency_hours: int = 24
+    ledger_batch: int = 1000  # deliveries the ledger writes in one transaction, at most
     max_body_bytes: int = 1 << 20
     max_depth: int = 32  # nesting of objects and arrays in a request body
     max_keys: int = 1000  # keys of one object, or items of one array

@@ -80,7 +80,7 @@ def _subscriber(name: Any, spec: Any) -> Subscriber:
     if not isinstance(spec, dict) or not isinstance(spec.get("messages"), list) or not spec["messages"]:
         raise SubscriptionsError(f"subscriber {name!r}: 'messages' must be a non-empty list of patterns")
     for pattern in spec["messages"]:
-        if not isinstance(pattern, str) or not all(PATTERN_SEGMENT.fullmatch(s) for s in pattern.split(":")):
+        if not is_pattern(pattern):
             raise SubscriptionsError(f"subscriber {name!r}: bad message pattern {pattern!r}")
     stores = spec.get("stores")
     if stores is not None and (not isinstance(stores, list) or not all(is_object_id(s) for s in stores)):
@@ -90,6 +90,17 @@ def _subscriber(name: Any, spec: Any) -> Subscriber:
         raise SubscriptionsError(f"subscriber {name!r}: unknown keys {sorted(unknown)}")
     patterns = tuple(tuple(p.split(":")) for p in spec["messages"])
     return Subscriber(name, patterns, None if stores is None else frozenset(stores))
+
+
+def is_pattern(pattern: object) -> bool:
+    """A message-type pattern: colon-separated segments, each a word, `*` or `#`."""
+    return isinstance(pattern, str) and all(PATTERN_SEGMENT.fullmatch(s) for s in pattern.split(":"))
+
+
+def pattern_regex(pattern: str) -> str:
+    """The pattern as a regular expression over `":" || message`, for PostgreSQL's `~`."""
+    parts = {"*": ":[a-z0-9_]+", "#": "(?::[a-z0-9_]+)*"}
+    return "^" + "".join(parts.get(s, ":" + s) for s in pattern.split(":")) + "$"
 
 
 def topic_matches(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:

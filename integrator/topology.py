@@ -4,6 +4,7 @@
                                    │                            └─▶ <p>.unrouted
                                    └─▶ <p>.rejected
     any queue, after `delivery_limit` failed deliveries ──▶ <p>.dead
+    <p>.incoming, <p>.dead and the workers' batch events (<p>.ledger) ──▶ <p>.ledger ──▶ ledger
 
 Each name is both an exchange and the queue bound to it; `accepted` is a direct exchange keyed by
 subscriber, whose alternate exchange is `unrouted`, so even a copy for a queue someone deleted is kept.
@@ -37,10 +38,11 @@ class Topology:
     prefix: str
     delivery_limit: int
     max_backlog: int = 0  # 0: unbounded
+    ledger: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        return cls(settings.prefix, settings.delivery_limit, settings.max_backlog)
+        return cls(settings.prefix, settings.delivery_limit, settings.max_backlog, settings.ledger)
 
     def name(self, stage: str) -> str:
         return f"{self.prefix}.{stage}"
@@ -69,6 +71,11 @@ class Topology:
     def accepted(self) -> str:
         return self.name("accepted")
 
+    @property
+    def ledger_events(self) -> str:
+        """The ledger's queue, and the exchange the workers send their batch events to."""
+        return self.name("ledger")
+
     def accepted_queue(self, subscriber: str) -> str:
         return f"{self.accepted}.{subscriber}"
 
@@ -79,6 +86,8 @@ class Topology:
         publishes (the publisher sees a nack) instead of silently dropping old messages.
         """
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if stage == "ledger":
+            return arguments
         if stage != "dead":
             arguments |= {
                 "x-dead-letter-exchange": self.dead,
@@ -113,6 +122,20 @@ class Topology:
         for subscriber in subscribers:
             queue = await self._declare_queue(channel, self.accepted_queue(subscriber), "accepted")
             await queue.bind(accepted, routing_key=subscriber)
+        if self.ledger:
+            await self._declare_ledger(channel)
+
+    async def _declare_ledger(self, channel: AbstractChannel) -> None:
+        """The ledger's queue takes a copy of every incoming and dead message (the payload and the
+        reason travel only there) and the workers' batch events; the rest of a message's life
+        is in those events. It dead-letters nowhere (`dead` feeds it) and holds whatever
+        PostgreSQL has not taken yet, so it has no limits."""
+        events = await channel.declare_exchange(
+            self.ledger_events, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        queue = await self._declare_queue(channel, self.ledger_events, "ledger")
+        for exchange in (events.name, self.incoming, self.dead):
+            await queue.bind(exchange)
 
     async def _declare_queue(self, channel: AbstractChannel, name: str, stage: str) -> AbstractQueue:
         arguments = self.queue_arguments(stage)

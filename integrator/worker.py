@@ -1,18 +1,23 @@
-"""A worker service: consume one queue with a handler, reconnecting after every broker loss."""
+"""A worker service: consume one queue in batches, reconnecting after every broker loss."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from integrator.connection import stay_connected
-from integrator.consumer import Consumer, Handler
+from integrator.consumer import BatchConsumer, Consumer, Handler
 from integrator.health import serve_health
+from integrator.journal import Journal
 from integrator.publisher import Publisher
-from integrator.service import run_service
+from integrator.service import Main, run_service
 from integrator.settings import Settings
 from integrator.topology import Topology
+
+ConsumerFactory = Callable[[AbstractChannel, asyncio.Event], Awaitable[BatchConsumer]]
+"""Makes the consumer of one session, on its channel (opened with publisher confirms)."""
 
 
 def run_worker(
@@ -23,23 +28,44 @@ def run_worker(
     health_port: int,
     subscribers: tuple[str, ...] = (),
 ) -> None:
-    """Run a worker process until SIGTERM/SIGINT; `subscribers` are the accepted queues to declare."""
+    """Run a worker whose handler decides each delivery, until SIGTERM/SIGINT; `subscribers` are
+    the accepted queues to declare. Each batch's decisions are journalled for the ledger."""
+    journal = Journal(Topology.from_settings(settings)) if settings.ledger else None
+
+    async def consumer(channel: AbstractChannel, stopping: asyncio.Event) -> BatchConsumer:
+        publisher = await Publisher.on(channel, settings.publish_timeout, name)
+        raw = await channel.get_underlay_channel()
+        return Consumer(raw, publisher, handler, stopping, name, journal)
+
+    run_service(name, settings, worker_main(name, settings, queue, consumer, health_port, subscribers))
+
+
+def worker_main(
+    name: str,
+    settings: Settings,
+    queue: str,
+    consumer_for: ConsumerFactory,
+    health_port: int,
+    subscribers: tuple[str, ...] = (),
+    prefetch: int | None = None,
+    ready: Callable[[], bool] = lambda: True,
+) -> Main:
+    """The main of a worker service: health on `health_port`, ready while consuming and `ready()`."""
     consuming = False
 
     async def session(connection: AbstractConnection, stopping: asyncio.Event) -> None:
         nonlocal consuming
         channel = await connection.channel(publisher_confirms=True)
         await Topology.from_settings(settings).declare(channel, subscribers)
-        publisher = await Publisher.on(channel, settings.publish_timeout, name)
-        consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping, name)
+        consumer = await consumer_for(channel, stopping)
         consuming = True
         try:
-            await consumer.run(queue, settings.prefetch)
+            await consumer.run(queue, prefetch or settings.prefetch)
         finally:
             consuming = False
 
     async def main(stopping: asyncio.Event) -> None:
-        health = await serve_health(settings.health_host, health_port, name, lambda: consuming)
+        health = await serve_health(settings.health_host, health_port, name, lambda: consuming and ready())
         try:
             await stay_connected(
                 settings.amqp_url, f"integrator-{name}", lambda c: session(c, stopping), stopping
@@ -47,4 +73,4 @@ def run_worker(
         finally:
             await health.cleanup()
 
-    run_service(name, settings, main)
+    return main

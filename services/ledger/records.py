@@ -1,0 +1,169 @@
+"""What the ledger's deliveries say, folded into one row per message and per copy for a batch.
+
+Three kinds arrive on the ledger's queue: a copy of every incoming message (its envelope and
+payload), the workers' batch events (integrator/journal.py), and a copy of every dead message.
+Folding a batch first means a message whose receipt, validation and routing arrive together is
+written once, and the order in which they arrive does not matter: a row's state is that of its
+latest event, ties going to the later stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import orjson
+from aiormq.abc import DeliveredMessage
+
+from integrator import envelope, metrics
+from integrator.ids import day_of, is_object_id
+from integrator.topology import Topology
+
+log = logging.getLogger("integrator.ledger")
+
+RANK = {"accepted": 0, "validated": 1, "routed": 2, "unrouted": 2, "rejected": 2, "dead": 3}
+
+
+@dataclass(slots=True)
+class Original:
+    day: date
+    message_id: str
+    state: str = ""
+    updated_at: int = -1  # unix ms of the latest event
+    message: str | None = None
+    store_id: str | None = None
+    received_at: int | None = None
+    envelope: str | None = None
+    errors: list | None = None
+    warnings: list | None = None
+    children: list | None = None
+    timeline: list[list[Any]] = field(default_factory=list)
+
+    def happened(self, at: int, state: str, detail: Any = None) -> bool:
+        """Add an event to the timeline; True if it is now the latest (and sets the state)."""
+        self.timeline.append([at, state] if detail is None else [at, state, detail])
+        if (at, RANK[state]) < (self.updated_at, RANK.get(self.state, -1)):
+            return False
+        self.state, self.updated_at = state, at
+        return True
+
+
+@dataclass(slots=True)
+class Copy:
+    day: date
+    message_id: str
+    parent_id: str
+    subscriber: str
+    state: str
+    updated_at: int
+    reason: str | None = None
+
+
+class Batch:
+    """The rows one batch of deliveries writes."""
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self.originals: dict[str, Original] = {}
+        self.copies: dict[str, Copy] = {}
+        self.first_seen: list[int] = []  # received_at of each incoming copy: the ledger's lag
+
+    def original(self, message_id: str) -> Original:
+        row = self.originals.get(message_id)
+        if row is None:
+            row = self.originals[message_id] = Original(day_of(message_id), message_id)
+        return row
+
+    def add(self, delivery: DeliveredMessage) -> None:
+        exchange = delivery.delivery.exchange
+        try:
+            if exchange == self._topology.incoming:
+                self._incoming(delivery)
+            elif exchange == self._topology.ledger_events:
+                self._events(orjson.loads(delivery.body))
+            elif exchange == self._topology.dead:
+                self._dead(delivery)
+            else:
+                raise ValueError(f"from an exchange the ledger does not read: {exchange!r}")
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # orjson's errors are ValueErrors
+            metrics.ledger_skipped.labels("malformed").inc()
+            log.warning(
+                "not recorded: malformed",
+                extra={"message_id": delivery.header.properties.message_id, "error": repr(exc)},
+            )
+
+    def _incoming(self, delivery: DeliveredMessage) -> None:
+        props = delivery.header.properties
+        headers = props.headers or {}
+        message_id = _object_id(props.message_id)
+        received_at = headers.get("received_at")
+        row = self.original(message_id)
+        row.message, row.store_id = props.message_type, headers.get("store_id")
+        row.envelope = delivery.body.decode()
+        if isinstance(received_at, int):
+            row.received_at = received_at
+            self.first_seen.append(received_at)
+        at = headers.get("replayed_at") or received_at or envelope.now_ms()
+        if row.happened(at, "accepted"):
+            row.errors, row.warnings = [], headers.get("warnings", [])
+
+    def _events(self, doc: dict[str, Any]) -> None:
+        at = doc["at"]
+        for event in doc["events"]:
+            kind, message_id = event[0], _object_id(event[1])
+            row = self.original(message_id)
+            if kind == "validated":
+                if row.happened(at, kind):
+                    row.errors, row.warnings = [], event[2]
+            elif kind == "rejected":
+                if row.happened(at, kind):
+                    row.errors, row.warnings = event[2], event[3]
+            elif kind == "routed":
+                row.happened(at, kind)
+                row.children = event[2]
+                for copy_id, subscriber in event[2]:
+                    self._copy(at, _object_id(copy_id), message_id, subscriber, "pending")
+            elif kind == "unrouted":
+                row.happened(at, kind)
+            else:
+                raise ValueError(f"unknown event {kind!r}")
+
+    def _dead(self, delivery: DeliveredMessage) -> None:
+        props = delivery.header.properties
+        headers = props.headers or {}
+        message_id = _object_id(props.message_id)
+        reason = dead_reason(headers)
+        if "x-death" in headers and headers["x-death"][0].get("queue") == self._topology.ledger_events:
+            return  # cannot happen (the ledger's queue dead-letters nowhere), and must not loop
+        at = envelope.now_ms()
+        parent_id, subscriber = headers.get("parent_id"), headers.get("subscriber")
+        if parent_id is not None and subscriber is not None:
+            self._copy(at, message_id, _object_id(parent_id), subscriber, "dead", reason)
+        else:
+            self.original(message_id).happened(at, "dead", reason)
+
+    def _copy(
+        self, at: int, copy_id: str, parent_id: str, subscriber: str, state: str, reason: str | None = None
+    ) -> None:
+        known = self.copies.get(copy_id)
+        if known is None or at >= known.updated_at:
+            self.copies[copy_id] = Copy(day_of(parent_id), copy_id, parent_id, subscriber, state, at, reason)
+
+
+def dead_reason(headers: dict[str, Any]) -> str:
+    """Why a message is on `dead`: the reason a service gave, or the broker's."""
+    if isinstance(headers.get("reason"), str):
+        return headers["reason"]
+    deaths = headers.get("x-death") or [{}]
+    death = deaths[0]
+    if death.get("reason") == "delivery_limit":
+        return f"delivery limit reached on {death.get('queue')}"
+    return f"set aside from {death.get('queue')} ({death.get('reason')})"
+
+
+def _object_id(value: Any) -> str:
+    if not is_object_id(value):
+        raise ValueError(f"not an ObjectId: {value!r}")
+    return value
