@@ -13,9 +13,11 @@ from integrator.settings import Settings
 from integrator.stores import ReloadingTokens
 from services.gateway import http_errors
 from services.gateway.broker import BrokerLink
+from services.gateway.keys import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, TOKENS
+from services.gateway.messages import add_message_routes
 from services.gateway.problems import json_problems
 from services.gateway.rate_limit import StoreRateLimiter
-from services.gateway.routes import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, TOKENS, add_routes
+from services.gateway.routes import add_routes
 
 log = logging.getLogger("integrator.gateway")
 
@@ -32,6 +34,7 @@ def create_app(settings: Settings, broker: BrokerLink, catalogue: SchemaCatalogu
     else:
         log.warning("authentication is off: any client may push for any store")
     add_routes(app)
+    add_message_routes(app)
     return app
 
 

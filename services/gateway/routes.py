@@ -14,23 +14,16 @@ from integrator.http_json import json_answer
 from integrator.ids import is_object_id, new_message_id
 from integrator.logs import message_line
 from integrator.publisher import Outbound
-from integrator.schemas import SchemaCatalogue
-from integrator.settings import Settings
-from integrator.stores import ReloadingTokens
+from services.gateway import idempotency
+from services.gateway.auth import authenticate
 from services.gateway.body import read_object
-from services.gateway.broker import AtCapacity, BrokerLink, BrokerUnavailable
+from services.gateway.broker import AtCapacity, BrokerUnavailable
+from services.gateway.keys import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS
 from services.gateway.openapi import openapi_json
 from services.gateway.problems import Problem
-from services.gateway.rate_limit import StoreRateLimiter
 
 log = logging.getLogger("integrator.gateway")
 
-SETTINGS = web.AppKey("settings", Settings)
-BROKER = web.AppKey("broker", BrokerLink)
-RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
-CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
-TOKENS = web.AppKey("tokens", ReloadingTokens)
-CREDENTIAL_HEADERS = ("Authorization", "X-Hub-Access-Token", "X-Hub-Store")
 ACCEPTED = metrics.requests.labels("accepted")  # looked up once: every push that succeeds counts
 
 
@@ -57,31 +50,6 @@ async def post_store_message(request: web.Request) -> web.Response:
             [field_error("/store_id", "const", "differs from the store in the path")],
         )
     return await _accept(request, doc, pusher)
-
-
-def authenticate(request: web.Request) -> str | None:
-    """The store whose token the request carries (None with authentication off), or a 401.
-
-    The token comes in `X-Hub-Access-Token` or `Authorization: Bearer`; an `X-Hub-Store` header,
-    if present, must name the token's store. The answer never says which part was wrong.
-    """
-    if TOKENS not in request.app:
-        return None
-    # closing spares reading an unwanted body: anonymous 1 MB dry runs no longer cost their size
-    denied = Problem(
-        401, "missing or invalid credentials", headers={"WWW-Authenticate": "Bearer"}, close=True
-    )
-    if any(len(request.headers.getall(name, ())) > 1 for name in CREDENTIAL_HEADERS):
-        raise denied  # which of two would count is a guess a proxy and the gateway may make apart
-    token = request.headers.get("X-Hub-Access-Token")
-    authorization = request.headers.get("Authorization", "")
-    if token is None and authorization[:7].lower() == "bearer ":  # the scheme is case-insensitive
-        token = authorization[7:].strip()
-    store = request.app[TOKENS].store_for(token) if token else None
-    claimed = request.headers.get("X-Hub-Store")
-    if store is None or (claimed is not None and claimed != store):
-        raise denied
-    return store
 
 
 def refuse_if_unavailable(request: web.Request) -> web.Response | None:
@@ -152,6 +120,7 @@ async def get_schema(request: web.Request) -> web.Response:
 
 
 async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Response:
+    key = idempotency.key_of(request)
     errors = envelope.envelope_errors(doc)
     if errors:
         raise Problem(422, "invalid message envelope", errors)
@@ -171,14 +140,20 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     if warnings:
         headers["warnings"] = warnings
     props = envelope.properties(message, message_id, headers)
+    if key is not None:
+        await idempotency.claim(request, store_id, key, doc, message_id)
     try:
         await broker.publish(Outbound(broker.topology.incoming, message, body, props))
     except BrokerUnavailable as exc:
+        if key is not None:
+            await idempotency.settle(request, store_id, key, None)
         return unavailable(request, exc)
     ACCEPTED.inc()
     message_line(log, "accepted", {"message_id": message_id, "message_type": message, "store_id": store_id})
     if warnings:
         body = body[:-1] + b',"warnings":' + orjson.dumps(warnings) + b"}"
+    if key is not None:
+        await idempotency.settle(request, store_id, key, body)
     return web.Response(status=202, body=body, content_type="application/json")
 
 
