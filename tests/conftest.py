@@ -8,13 +8,15 @@ from pathlib import Path
 
 import aio_pika
 import aiohttp
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from integrator import stores
+from integrator import db, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
 from tests.support.broker import AMQP_URL, delete_topology
+from tests.support.database import create_database, drop_database
 from tests.support.processes import Stack
 
 STORE = "5279008084a81693d5000001"
@@ -59,10 +61,28 @@ def subscriptions_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """The run's own database, migrated; dropped at the end."""
+    url = await create_database()
+    yield url
+    await drop_database(url)
+
+
 @pytest.fixture
-async def stack(prefix: str, tmp_path: Path, subscriptions_file: Path) -> AsyncIterator[Stack]:
-    """The three services, not yet started: a test starts the ones it needs."""
-    stack = Stack(prefix, tmp_path, {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions_file)})
+async def ledger_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.open_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def stack(
+    prefix: str, tmp_path: Path, subscriptions_file: Path, database_url: str
+) -> AsyncIterator[Stack]:
+    """The services, not yet started: a test starts the ones it needs."""
+    env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions_file), "INTEGRATOR_DATABASE_URL": database_url}
+    stack = Stack(prefix, tmp_path, env)
     yield stack
     stack.stop()
     await delete_topology(prefix, SUBSCRIBERS)

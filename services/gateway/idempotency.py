@@ -52,7 +52,7 @@ def key_of(request: web.Request) -> str | None:
 
 async def claim(request: web.Request, store_id: str, key: str, doc: dict[str, Any], message_id: str) -> None:
     """Claim `key` for this push, or raise the answer an earlier push with it decides: the
-    same body replays its 202, another body is a 422, a push still in flight a 409."""
+    push still in flight is a 409, the same body replays its 202, another body is a 422."""
     settings = request.app[SETTINGS]
     body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).digest()
     in_flight = settings.publish_timeout + IN_FLIGHT_GRACE
@@ -66,13 +66,13 @@ async def claim(request: web.Request, store_id: str, key: str, doc: dict[str, An
         raise ledger_unavailable(request) from None
     if earlier is None:  # expired and forgotten between the two statements: a new push after all
         return await claim(request, store_id, key, doc, message_id)
-    if earlier["body_hash"] != body_hash:
-        raise Problem(422, "this Idempotency-Key was used for another message", [field_error(
-            f"/headers/{HEADER}", "unique", "was used for another message by this store")])  # fmt: skip
     if earlier["answer"] is None:
         retry_after = str(max(1, int(in_flight)))
         raise Problem(409, "a push with this Idempotency-Key is in flight; retry later",
                       headers={"Retry-After": retry_after})  # fmt: skip
+    if earlier["body_hash"] != body_hash:
+        raise Problem(422, "this Idempotency-Key was used for another message", [field_error(
+            f"/headers/{HEADER}", "unique", "was used for another message by this store")])  # fmt: skip
     raise Replayed(earlier["answer"])
 
 

@@ -66,7 +66,7 @@ async def delete_topology(prefix: str, subscribers: tuple[str, ...] = ()) -> Non
     async with connection:
         channel = await connection.channel()
         queues = [topology.name(s) for s in STAGES] + [topology.accepted_queue(s) for s in subscribers]
-        for queue in queues:
+        for queue in [*queues, topology.ledger_events]:
             await channel.queue_delete(queue)
-        for exchange in [topology.name(s) for s in STAGES] + [topology.accepted]:
+        for exchange in [topology.name(s) for s in STAGES] + [topology.accepted, topology.ledger_events]:
             await channel.exchange_delete(exchange)

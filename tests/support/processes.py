@@ -76,14 +76,14 @@ class Service:
 
 @dataclass
 class Stack:
-    """The gateway, validator and router under one prefix."""
+    """The gateway, validator, router and ledger under one prefix."""
 
     prefix: str
     workdir: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     health_ports: dict[str, int] = field(
-        default_factory=lambda: {"validator": free_port(), "router": free_port()}
+        default_factory=lambda: {"validator": free_port(), "router": free_port(), "ledger": free_port()}
     )
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -102,6 +102,7 @@ class Stack:
                 "INTEGRATOR_GATEWAY_PORT": str(self.port),
                 "INTEGRATOR_VALIDATOR_PORT": str(self.health_ports["validator"]),
                 "INTEGRATOR_ROUTER_PORT": str(self.health_ports["router"]),
+                "INTEGRATOR_LEDGER_PORT": str(self.health_ports["ledger"]),
                 "INTEGRATOR_AUTH": "false",  # tests/test_auth.py turns it on
                 **self.env,
             }
