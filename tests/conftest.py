@@ -16,7 +16,7 @@ from integrator import db, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
 from tests.support.broker import AMQP_URL, delete_topology
-from tests.support.database import create_database, drop_database
+from tests.support.database import SERVER, create_database, drop_database
 from tests.support.processes import Stack
 
 STORE = "5279008084a81693d5000001"
@@ -64,7 +64,11 @@ def subscriptions_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """The run's own database, migrated; dropped at the end."""
-    url = await create_database()
+    try:
+        url = await create_database()
+    except OSError as exc:
+        why = f"PostgreSQL is not answering at {SERVER} ({exc}); start it, or point"
+        pytest.exit(f"{why} INTEGRATOR_TEST_POSTGRES at a server the tests may create databases on", 2)
     yield url
     await drop_database(url)
 

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from integrator.logs import redact
 from tests.conftest import NEW_PRODUCT, STORE
 from tests.support.broker import AMQP_URL, body, depth, next_message, take
+from tests.support.database import SERVER, drop_database
 from tests.support.processes import ROOT, Service, Stack, free_port
 from tests.support.proxy import Proxy
 from tests.support.scrape import scrape
@@ -421,11 +422,13 @@ async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aio
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm to make"])
-def test_make_run_stops_its_three_services_once_each(
+def test_make_run_creates_its_database_and_stops_its_services_once_each(
     stop: str, prefix: str, tmp_path: Path, subscriptions_file: Path
 ) -> None:
-    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER")}
+    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER", "LEDGER")}
+    database = f"{SERVER}/integrator_test_{prefix.replace('-', '_')}"  # not there yet: make run makes it
     env = {
+        "INTEGRATOR_DATABASE_URL": database,
         **os.environ,
         "AMQP_URL": AMQP_URL,
         "INTEGRATOR_PREFIX": prefix,
@@ -439,8 +442,9 @@ def test_make_run_stops_its_three_services_once_each(
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        ready = ('"event":"accepting messages"', '"service":"validator","event":"consuming"',
-                 '"service":"router","event":"consuming"')  # fmt: skip
+        ready = ['"event":"accepting messages"'] + [
+            f'"service":"{name}","event":"consuming"' for name in ("validator", "router", "ledger")
+        ]
         while not all(sign in output.read_text() for sign in ready):
             assert make.poll() is None, output.read_text()
             assert time.monotonic() < deadline, output.read_text()
@@ -453,11 +457,18 @@ def test_make_run_stops_its_three_services_once_each(
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
+        asyncio.run(drop_database(database))
+    assert f'"created":"{database}"' in output.read_text()
     lines = [orjson.loads(line) for line in output.read_text().splitlines() if line.startswith('{"time"')]
     stops = sorted((e["service"], e["signal"]) for e in lines if e["event"] == "stop requested")
-    assert stops == [("gateway", "SIGTERM"), ("router", "SIGTERM"), ("validator", "SIGTERM")]
+    assert stops == [
+        ("gateway", "SIGTERM"),
+        ("ledger", "SIGTERM"),
+        ("router", "SIGTERM"),
+        ("validator", "SIGTERM"),
+    ]
     stopped = sorted(e["service"] for e in lines if e["event"] == "stopped")
-    assert stopped == ["gateway", "router", "validator"], "each finished its stop"
+    assert stopped == ["gateway", "ledger", "router", "validator"], "each finished its stop"
     assert "No child processes" not in output.read_text()
     for port in ports.values():  # nothing left listening
         with socket.socket() as s:
