@@ -26,11 +26,12 @@ import orjson
 
 from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, costly_dry_run_script, wrk_script
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
-from integrator import stores
+from integrator import db, stores
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.topology import Topology
 from tests.support.broker import delete_topology
+from tests.support.database import create_database, drop_database
 from tests.support.processes import ROOT, Stack, free_port
 
 AMQP_URL = Settings.from_env().amqp_url
@@ -40,7 +41,9 @@ LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "15"))
 OVERLOAD_SECONDS = float(os.environ.get("BENCH_OVERLOAD_SECONDS", "60"))
 RSS_EVERY = 30.0
 FLOOD_FACTOR = float(os.environ.get("BENCH_FLOOD_FACTOR", "3"))
-UNLIMITED = {"INTEGRATOR_STORE_RATE": "0"}  # one store drives the load: no per-store limit
+BENCH_ENV = {"INTEGRATOR_STORE_RATE": "0", "INTEGRATOR_LEDGER": "false"}
+"""One store drives the load: no per-store limit. No ledger but in the phases that run it, so
+that no queue fills that nothing reads."""
 PROBED, COUNTED = "store", "erp"
 """Every valid original reaches both: the latency probe consumes `store` in every phase that
 delivers (so saturation and the flood pay for the same consumer), and depths are read on `erp`."""
@@ -55,6 +58,7 @@ class Saturation:
     ingest_per_s: float
     refused_per_s: float = 0.0  # 503s over the whole run, for the hub
     latency: dict[str, float] | None = None  # of copies arriving in the window, for the hub
+    ledger_lag_p99: float | None = None  # seconds, from the ledger's histogram, when it ran
 
 
 def prefix(kind: str) -> str:
@@ -194,7 +198,7 @@ async def gateway_phase(workdir: Path) -> dict[str, list[GatewayRun]]:
     script = workdir / "valid.lua"
     script.write_text(wrk_script(invalid_every=0))
     ours, unchecked, naive_name, port = prefix("gw"), prefix("gwoff"), prefix("naive"), free_port()
-    publishing = {"INTEGRATOR_MAX_BACKLOG": "0", **UNLIMITED}  # publishing, not shedding
+    publishing = {"INTEGRATOR_MAX_BACKLOG": "0", **BENCH_ENV}  # publishing, not shedding
     stack = Stack(ours, workdir / "gw", publishing)
     unchecked_stack = Stack(
         unchecked, workdir / "gwoff", {**publishing, "INTEGRATOR_GATEWAY_VALIDATES": "false"}
@@ -279,12 +283,14 @@ async def reference_phase(workdir: Path) -> Saturation:
         await delete_topology(name, SUBSCRIBERS)
 
 
-async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
+async def hub_phase(workdir: Path, subscriptions: Path, database_url: str | None = None) -> Saturation:
     """The hub pushed by 64 connections that send as fast as answers come: more than it can
-    take, so the gateway refuses the excess and the pipeline stays full."""
+    take, so the gateway refuses the excess and the pipeline stays full. With `database_url`,
+    the ledger runs too, writing there."""
     name = prefix("hub")
-    stack = Stack(name, workdir / "hub", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
-    await stack.start("gateway", "validator", "router")
+    env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV, **with_ledger(database_url)}
+    stack = Stack(name, workdir / ("hub-ledger" if database_url else "hub"), env)
+    await stack.start("gateway", "validator", "router", *(("ledger",) if database_url else ()))
     script = workdir / "saturation.lua"
     script.write_text(wrk_script(count_statuses=True))
     seconds = WARMUP + WINDOW + 2
@@ -296,6 +302,8 @@ async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
         pids = {n: s.process.pid for n, s in stack.services.items()}
         result = await measure(name, pids, {"wrk": load.pid, "probe": latency_probe.pid}, stack.url)
         ended = time.time() * 1000
+        if database_url:
+            result.ledger_lag_p99 = await ledger_lag_p99(stack.service_url("ledger"))
     finally:
         output = load.communicate()[0]
         await asyncio.to_thread(latency_probe.wait)
@@ -306,15 +314,20 @@ async def hub_phase(workdir: Path, subscriptions: Path) -> Saturation:
     return result
 
 
-async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict[str, float]:
+def with_ledger(database_url: str | None) -> dict[str, str]:
+    return {"INTEGRATOR_LEDGER": "true", "INTEGRATOR_DATABASE_URL": database_url} if database_url else {}
+
+
+async def latency_phase(
+    workdir: Path, subscriptions: Path, rate: float, database_url: str | None = None
+) -> dict[str, float]:
     """Latency of copies pushed at `rate` for LATENCY_SECONDS after WARMUP seconds of the same,
     like every other phase: the first copies after start-up meet cold code paths (up to 60 ms
-    here), which the report shows on their own."""
+    here), which the report shows on their own. With `database_url`, the ledger's lag too."""
     name = prefix("lat")
-    stack = Stack(
-        name, workdir / f"lat{int(rate)}", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED}
-    )
-    await stack.start("gateway", "validator", "router")
+    env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV, **with_ledger(database_url)}
+    stack = Stack(name, workdir / f"lat{int(rate)}{'-ledger' if database_url else ''}", env)
+    await stack.start("gateway", "validator", "router", *(("ledger",) if database_url else ()))
     out = workdir / f"latency-{int(rate)}.json"
     latency_probe = probe(name, WARMUP + LATENCY_SECONDS + 3, out)
     await asyncio.sleep(1)
@@ -322,14 +335,62 @@ async def latency_phase(workdir: Path, subscriptions: Path, rate: float) -> dict
     pusher = python("-m", "bench.latency", "push", stack.url, str(rate), str(WARMUP + LATENCY_SECONDS))
     await asyncio.to_thread(pusher.wait)
     await asyncio.to_thread(latency_probe.wait)
+    lag = await ledger_lag_p99(stack.service_url("ledger")) if database_url else None
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
     copies = arrivals(out)
     return {
         "rate": rate,
+        "ledger_lag_p99": lag,
         **percentiles(warm(copies, started)),
         "warmup_max": max((latency for t, latency in copies if t < started + WARMUP * 1000), default=0),
     }
+
+
+async def ledger_lag_p99(ledger_url: str) -> float:
+    """The 99th percentile of the ledger's lag (receipt to written), as the upper bound of the
+    histogram bucket it falls in: seconds."""
+    async with aiohttp.ClientSession() as http, http.get(ledger_url + "/metrics") as response:
+        text = await response.text()
+    buckets = [(float(le), float(n)) for le, n in re.findall(
+        r'^integrator_ledger_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)]  # fmt: skip
+    total = buckets[-1][1]
+    return next(le for le, n in buckets if n >= 0.99 * total)
+
+
+async def ledger_phase(workdir: Path, subscriptions: Path, without: Saturation) -> str:
+    """The hub at saturation with the ledger against the same without it, the ledger's lag at
+    100 originals/s and at saturation, and PostgreSQL's bytes per original: a report section."""
+    database_url = await create_database()
+    try:
+        hub = await hub_phase(workdir, subscriptions, database_url)
+        slow = await latency_phase(workdir, subscriptions, 100, database_url)
+        pool = await db.open_pool(database_url, max_size=1)
+        async with pool.acquire() as conn:
+            originals = await conn.fetchval("SELECT count(*) FROM messages")
+            size = await conn.fetchval(
+                "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+                " WHERE inhparent IN ('messages'::regclass, 'copies'::regclass)"
+            )
+        await pool.close()
+    finally:
+        await drop_database(database_url)
+    cpu = hub.cpu_ms_per_original
+    rise = cpu["machine"] / without.cpu_ms_per_original["machine"] - 1
+    return f"""
+### The ledger (same run)
+
+| measure | without the ledger | with it | change |
+|---|---|---|---|
+| originals/s delivered at saturation | {without.originals_per_s:.0f} | {hub.originals_per_s:.0f} | {hub.originals_per_s / without.originals_per_s - 1:+.0%} |
+| machine CPU per original (PostgreSQL included), ms | {without.cpu_ms_per_original["machine"]:.2f} | {cpu["machine"]:.2f} | {rise:+.0%} |
+| hub CPU per original (services + RabbitMQ), ms | {without.cpu_ms_per_original["hub"]:.2f} | {cpu["hub"]:.2f} | |
+| the ledger process's CPU per original, ms | | {cpu["ledger"]:.3f} | |
+| RabbitMQ CPU per original, ms | {without.cpu_ms_per_original.get("rabbitmq", 0):.3f} | {cpu.get("rabbitmq", 0):.3f} | |
+| ledger lag p99 (receipt to written, histogram bucket), 100 originals/s | | <= {slow["ledger_lag_p99"]} s | |
+| ledger lag p99, saturation | | <= {hub.ledger_lag_p99} s | |
+| PostgreSQL bytes per original (messages + copies, indexes, payload ~1.2 KB) | | {size / max(originals, 1):.0f} ({originals} originals) | |
+"""
 
 
 def percentiles(latencies: list[int]) -> dict[str, float]:
@@ -379,7 +440,7 @@ async def hostile_phase(workdir: Path, subscriptions: Path) -> Hostile:
     name = prefix("hostile")
     stores_file = workdir / "hostile-stores.yml"
     _, token = stores.create(stores_file, "5279008084a81693d5000001")
-    env = {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file), **UNLIMITED,
+    env = {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file), **BENCH_ENV,
            "INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)}  # fmt: skip
     stack = Stack(name, workdir / "hostile", env)
     await stack.start("gateway", "validator", "router")
@@ -414,7 +475,7 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
     Retry-After, then let the backlog drain and count."""
     name = prefix("flood")
     topology = Topology(name, 20)
-    stack = Stack(name, workdir / "flood", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **UNLIMITED})
+    stack = Stack(name, workdir / "flood", {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV})
     await stack.start("gateway", "validator", "router")
     script = workdir / "flood.lua"
     script.write_text(wrk_script(count_statuses=True, rate=FLOOD_FACTOR * saturation))
@@ -602,19 +663,27 @@ async def run() -> str:
     overload = await overload_phase(workdir, subscriptions, hub.originals_per_s)
     print("pushes while anonymous clients send costly dry runs ...", file=sys.stderr)
     hostile = await hostile_phase(workdir, subscriptions)
-    return report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile)
+    print("the hub with the ledger, at saturation and at 100/s ...", file=sys.stderr)
+    ledger = await ledger_phase(workdir, subscriptions, hub)
+    return report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile) + ledger
 
 
 async def saturation_only() -> str:
-    """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth."""
+    """`BENCH_ONLY=saturation BENCH_SECONDS=300`: the long saturation run, for memory growth;
+    with BENCH_LEDGER=1, the ledger runs too (its lag is reported)."""
     workdir, subscriptions = workspace()
-    hub = await hub_phase(workdir, subscriptions)
+    database_url = await create_database() if os.environ.get("BENCH_LEDGER") else None
+    try:
+        hub = await hub_phase(workdir, subscriptions, database_url)
+    finally:
+        if database_url:
+            await drop_database(database_url)
     series = "\n".join(
         f"| {seconds:.0f} s | {' | '.join(f'{mb:.1f}' for mb in sample.values())} |"
         for seconds, sample in hub.rss_mb
     )
     return f"""Saturation for {WINDOW:.0f} s after {WARMUP:.0f} s warm-up: {hub.originals_per_s:.0f} originals/s, \
-{hub.cpu_ms_per_original["hub"]:.2f} ms hub CPU per original.
+{hub.cpu_ms_per_original["hub"]:.2f} ms hub CPU per original; ledger lag p99 <= {hub.ledger_lag_p99} s.
 
 Resident memory (MB):
 

@@ -329,9 +329,14 @@ async def messages(settings: Settings, query: ledger.Search, limit: int | None) 
 
 
 async def database_upgrade(settings: Settings) -> None:
-    if await db.create_database(settings.database_url):
-        emit({"created": redact(settings.database_url)})
-    emit({"applied": await db.upgrade(settings.database_url)})
+    try:
+        if await db.create_database(settings.database_url):
+            emit({"created": redact(settings.database_url)})
+        emit({"applied": await db.upgrade(settings.database_url)})
+    except db.UNAVAILABLE as exc:
+        raise db.DatabaseUnavailable(
+            redact(f"PostgreSQL unavailable at {settings.database_url}: {exc}")
+        ) from exc
 
 
 def parser() -> argparse.ArgumentParser:
@@ -404,8 +409,6 @@ def main(argv: list[str] | None = None) -> None:
         pass
     except db.DatabaseUnavailable as exc:
         sys.exit(str(exc))
-    except db.UNAVAILABLE as exc:
-        sys.exit(redact(f"PostgreSQL unavailable at {settings.database_url}: {exc}"))
     except BROKER_ERRORS as exc:
         sys.exit(missing(settings.amqp_url, exc))
 

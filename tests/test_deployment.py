@@ -35,18 +35,20 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 def test_compose_services_run_our_console_scripts_with_real_settings() -> None:
     services = COMPOSE["services"]
-    assert {"rabbitmq", "gateway", "validator", "router"} <= set(services)
-    for name in ("gateway", "validator", "router"):
+    assert {"rabbitmq", "postgres", "gateway", "validator", "router", "ledger"} <= set(services)
+    for name in ("gateway", "validator", "router", "ledger"):
         service = services[name]
         assert service["command"] == [f"integrator-{name}"]
         assert f"integrator-{name}" in SCRIPTS
         assert set(service["environment"]) <= set(ENV_NAMES.values())
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         for volume in service["volumes"]:
             source = volume.split(":")[0]
             assert (ROOT / source).is_dir() if source.startswith(".") else source in COMPOSE["volumes"]
-    assert "healthcheck" in services["rabbitmq"]
-    for name, port in (("gateway", 8080), ("validator", 8081), ("router", 8082)):
+    assert "healthcheck" in services["rabbitmq"] and "healthcheck" in services["postgres"]
+    assert "ports" not in services["postgres"]
+    for name, port in (("gateway", 8080), ("validator", 8081), ("router", 8082), ("ledger", 8084)):
         assert f"localhost:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
 
 

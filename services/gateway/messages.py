@@ -120,4 +120,5 @@ def add_message_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(database)
     for prefix in ("", "/api/stores/{store_id}"):
         app.router.add_get(f"{prefix}/messages", list_messages)
-        app.router.add_get(f"{prefix}/messages/{{message_id}}", get_message)
+        # ObjectIds only, so that /messages/validate stays the dry run's alone
+        app.router.add_get(f"{prefix}/messages/{{message_id:[0-9a-f]{{24}}}}", get_message)
