@@ -17,6 +17,7 @@ from integrator import stores
 from integrator.ids import child_message_id
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.processes import Stack
+from tests.test_operations import cli
 
 Doc = dict[str, Any]
 
@@ -107,6 +108,10 @@ async def test_dead_with_the_reason(
     await message.reject(requeue=False)  # what a consumer does with a message it cannot handle
     record = await record_in(http, stack, message_id, "dead")
     assert record["timeline"][-1]["detail"] == f"set aside from {stack.prefix}.incoming (rejected)"
+    await stack.start("validator", "router")
+    await asyncio.to_thread(cli, stack, "replay", "dead")  # back to incoming, and on
+    record = await record_in(http, stack, message_id, "routed")
+    assert [e["state"] for e in record["timeline"]] == ["accepted", "dead", "accepted", "validated", "routed"]
 
 
 async def test_unknown_and_malformed_ids_answer_404(stack: Stack, http: aiohttp.ClientSession) -> None:
@@ -219,8 +224,6 @@ async def test_search_refuses_a_bad_query(
 
 
 async def test_the_cli_shows_a_record_and_lists(stack: Stack, http: aiohttp.ClientSession) -> None:
-    from tests.test_operations import cli
-
     await stack.start("gateway", "validator", "router", "ledger")
     store = "5279008084a81693d50000ab"
     message_id = (await pushed(http, stack, {**NEW_PRODUCT, "store_id": store}))["message_id"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from integrator import db, ledger
 from integrator.db import DatabaseUnavailable
@@ -97,7 +99,7 @@ def _search(request: web.Request, store_id: str | None) -> ledger.Search:
     return ledger.Search(store_id, message, state, since, until, limit, cursor)
 
 
-def _moment(params, name: str, bad) -> datetime | None:
+def _moment(params: MultiMapping[str], name: str, bad: Callable[[str, str, str], None]) -> datetime | None:
     raw = params.get(name)
     if raw is None:
         return None

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from aio_pika.abc import AbstractChannel
 
 from integrator import db
 from integrator.consumer import BatchConsumer, wait_for
 from integrator.service import run_service, settings_or_exit
-from integrator.settings import Settings
 from integrator.topology import Topology
 from integrator.worker import worker_main
 from services.ledger.recorder import Recorder
 from services.ledger.store import LedgerStore
-
-log = logging.getLogger("integrator.ledger")
 
 RETENTION_EVERY = 3600.0  # seconds between drops of expired partitions
 
@@ -32,24 +28,23 @@ async def keep_retention(store: LedgerStore, stopping: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings: Settings = settings_or_exit()
+    settings = settings_or_exit()
     topology = Topology.from_settings(settings)
-    recorders: list[Recorder] = []
-
-    async def recorder(channel: AbstractChannel, stopping: asyncio.Event) -> BatchConsumer:
-        recorders[:] = [Recorder(await channel.get_underlay_channel(), stopping, store, topology,
-                                 settings.database_url)]  # fmt: skip
-        return recorders[0]
-
-    consume = worker_main(
-        "ledger", settings, topology.ledger_events, recorder, settings.ledger_port,
-        prefetch=settings.ledger_batch, ready=lambda: all(r.database_up for r in recorders),
-    )  # fmt: skip
 
     async def ledger(stopping: asyncio.Event) -> None:
-        nonlocal store
         pool = await db.open_pool(settings.database_url)
         store = LedgerStore(pool, settings.retention_days, settings.idempotency_hours)
+        recorders: list[Recorder] = []  # the current session's
+
+        async def recorder(channel: AbstractChannel, stopping: asyncio.Event) -> BatchConsumer:
+            raw = await channel.get_underlay_channel()
+            recorders[:] = [Recorder(raw, stopping, store, topology, settings.database_url)]
+            return recorders[0]
+
+        consume = worker_main(
+            "ledger", settings, topology.ledger_events, recorder, settings.ledger_port,
+            prefetch=settings.ledger_batch, ready=lambda: all(r.database_up for r in recorders),
+        )  # fmt: skip
         retention = asyncio.ensure_future(keep_retention(store, stopping))
         try:
             await consume(stopping)
@@ -57,7 +52,6 @@ def main() -> None:
             retention.cancel()
             await pool.close()
 
-    store: LedgerStore
     run_service("ledger", settings, ledger)
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from integrator import metrics
 from integrator.db import connection
-from services.ledger.records import Batch
+from services.ledger.records import RANK, Batch
 
 log = logging.getLogger("integrator.ledger")
 
@@ -44,8 +44,8 @@ ON CONFLICT (day, message_id) DO UPDATE SET
                     ELSE COALESCE(m.warnings, excluded.warnings) END,
     children = COALESCE(excluded.children, m.children),
     updated_at = GREATEST(m.updated_at, excluded.updated_at),
-    timeline = (SELECT jsonb_agg(DISTINCT e ORDER BY e)
-                FROM jsonb_array_elements(m.timeline || excluded.timeline) e)
+    timeline = (SELECT jsonb_agg(e ORDER BY (e->>0)::bigint, e)  -- in time; each event once
+                FROM (SELECT DISTINCT e FROM jsonb_array_elements(m.timeline || excluded.timeline) e) d)
 """
 
 UPSERT_COPIES = """
@@ -62,6 +62,10 @@ ON CONFLICT (day, message_id) DO UPDATE SET
 def _json(value: object) -> str | None:
     """JSON text for a jsonb column: asyncpg would take a list of lists for a 2-D array."""
     return None if value is None else orjson.dumps(value).decode()
+
+
+def _when(event: list) -> tuple[int, int]:
+    return event[0], RANK[event[1]]
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -93,7 +97,7 @@ class LedgerStore:
                     await conn.execute(UPSERT_MESSAGES, *_columns(
                         (r.day, r.message_id, r.message, r.store_id, _time(r.received_at), r.state,
                          _time(r.updated_at), _json(r.errors), _json(r.warnings), _json(r.children),
-                         _json(r.timeline), r.envelope)
+                         _json(sorted(r.timeline, key=_when)), r.envelope)
                         for r in originals
                     ))  # fmt: skip
                 if copies:
