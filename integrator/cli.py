@@ -7,6 +7,7 @@
     integrator messages [--state S] [--since 1h] [--until T] [--type T] [--store S] [--limit N]
                                              the ledger's messages, newest first
     integrator db upgrade                    create the database if missing and apply its migrations
+    integrator subscriptions check FILE      every problem in a subscriptions file, with its place
     integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
     integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
 
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -300,6 +302,17 @@ def pattern(text: str) -> str:
     return text
 
 
+def check_subscriptions(path: Path) -> None:
+    """Print the file's subscribers if it is sound, else every problem in it, and exit 1."""
+    try:
+        subscriptions = Subscriptions.load(path)
+    except SubscriptionsError as exc:
+        for problem in exc.problems:
+            emit({"problem": problem})
+        sys.exit(f"{path}: {len(exc.problems)} problem{'s' if len(exc.problems) > 1 else ''}")
+    emit({"file": str(path), "subscribers": list(subscriptions.names)})
+
+
 async def show_record(settings: Settings, message_id: str) -> None:
     pool = await db.open_pool(settings.database_url, max_size=1)
     try:
@@ -363,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--type", dest="message_type", type=pattern, help="a type or pattern: order:*")
     m.add_argument("--store", dest="store_id")
     m.add_argument("--limit", type=int, help="stop after this many")
+    sc = commands.add_parser("subscriptions", help="check a subscriptions file before putting it in place")
+    sc.add_argument("action", choices=("check",))
+    sc.add_argument("file", type=Path)
     d = commands.add_parser("db", help="the ledger's database")
     d.add_argument("action", choices=("upgrade",))
     tk = commands.add_parser("tokens", help="create, list or revoke store access tokens")
@@ -385,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
             tokens(settings, args.action, args.store_id, args.token_id)
         except stores.StoresFileError as exc:
             sys.exit(str(exc))
+        return
+    if args.command == "subscriptions":
+        check_subscriptions(args.file)
         return
     match args.command:
         case "stats":

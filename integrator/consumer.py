@@ -1,11 +1,13 @@
-"""The consume-and-ack loop every worker runs: take deliveries in batches, hand each to a handler,
-publish what it returns with confirms awaited together, then ack the batch with one frame.
+"""The consume-and-ack loop every worker runs: take deliveries in batches, have each decided,
+publish what the decisions produce with confirms awaited together, then ack the batch with one frame.
 
-A handler is a plain function from one delivery to the messages it produces, so a service is
-its business logic and nothing else. A delivery is acked only after everything produced from it
-is confirmed. A refused publish is retried until confirmed. A delivery whose handler raises goes
-back to its queue once; raising again on its redelivery, or producing a message that can never
-be published, it is set aside on `dead` at once, and the rest of its batch settles as usual.
+A handler is a plain function from one delivery to its decision (the messages it produces and
+what the ledger hears of it), so a service is its business logic and nothing else; a service
+that must look something up for a whole batch decides the batch at once. A delivery is acked
+only after everything produced from it is confirmed. A refused publish is retried until
+confirmed. A delivery whose handler raises goes back to its queue once; raising again on its
+redelivery, or producing a message that can never be published, it is set aside on `dead` at
+once, and the rest of its batch settles as usual.
 Every decision to ack, requeue or set aside is made in `_settle`.
 """
 
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
@@ -27,7 +31,47 @@ log = logging.getLogger("integrator.consumer")
 RETRY_FIRST_DELAY = 0.1
 RETRY_MAX_DELAY = 2.0
 
-Handler = Callable[[DeliveredMessage], list[Outbound]]
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What became of one delivery: the messages to publish, and the ledger's event for it."""
+
+    outs: list[Outbound]
+    event: list[Any] | None = None
+
+
+Handler = Callable[[DeliveredMessage], Decision]
+BatchHandler = Callable[[list[DeliveredMessage]], Awaitable[list[Decision | None] | None]]
+"""Decides a batch: None in place of a delivery whose handling failed; None for the whole batch
+when stopping interrupted it (nothing is acked then, and the broker requeues it on close)."""
+
+
+def guarded(handler: Handler, service: str) -> Callable[[DeliveredMessage], Decision | None]:
+    """`handler`, answering None (and saying why in the log) where it raises."""
+    failures = metrics.handler_failures.labels(service)
+
+    def handle(delivery: DeliveredMessage) -> Decision | None:
+        try:
+            return handler(delivery)
+        except Exception:
+            failures.inc()
+            log.exception(
+                "handler failed; returning the message to its queue",
+                extra={"message_id": delivery.header.properties.message_id},
+            )
+            return None
+
+    return handle
+
+
+def one_by_one(handler: Handler, service: str) -> BatchHandler:
+    """A batch handler that decides each delivery on its own."""
+    handle = guarded(handler, service)
+
+    async def decide(batch: list[DeliveredMessage]) -> list[Decision | None]:
+        return [handle(delivery) for delivery in batch]
+
+    return decide
 
 
 class BatchConsumer:
@@ -81,46 +125,50 @@ class BatchConsumer:
 
 
 class Consumer(BatchConsumer):
-    """Hand each delivery to a handler, publish what it returns, then ack."""
+    """Have each batch decided, publish what the decisions produce, then ack."""
 
     def __init__(
         self,
         channel: RawChannel,
         publisher: Publisher,
-        handler: Handler,
+        decide: BatchHandler,
         stopping: asyncio.Event,
         service: str,
         journal: Journal | None = None,
     ) -> None:
         super().__init__(channel, stopping)
         self._in_hand = metrics.in_flight.labels(service)
-        self._failures = metrics.handler_failures.labels(service)
         self._set_aside_count = metrics.set_aside.labels(service)
         self._publisher = publisher
-        self._handler = handler
+        self._decide = decide
         self._journal = journal
 
     async def _settle(self, batch: list[DeliveredMessage]) -> None:
         self._in_hand.set(len(batch))
-        produced = [self._handle(delivery) for delivery in batch]
-        outs = [out for outs in produced if outs for out in outs]
-        if self._journal is not None and (event := self._journal.entry(outs)) is not None:
-            outs.append(event)  # confirmed with the batch, so the ledger hears of all it acks
+        decisions = await self._decide(batch)
+        if decisions is None:
+            return  # stopping before the batch was decided: the broker requeues it on close
+        outs = [out for decision in decisions if decision for out in decision.outs]
+        if self._journal is not None:
+            events = [decision.event for decision in decisions if decision and decision.event]
+            if events:
+                outs.append(self._journal.entry(events))  # confirmed with the batch it tells of
         unpublishable = await self._publish(outs)
         if unpublishable is None:
             return  # stopping with publishes unconfirmed: the broker requeues the batch on close
         last_ok = None
-        for delivery, outs in zip(batch, produced, strict=True):
+        for delivery, decision in zip(batch, decisions, strict=True):
             tag = delivery.delivery.delivery_tag
-            reason = next((unpublishable[id(out)] for out in outs or () if id(out) in unpublishable), None)
-            if outs is None and not delivery.delivery.redelivered:
+            produced = decision.outs if decision else ()
+            reason = next((unpublishable[id(out)] for out in produced if id(out) in unpublishable), None)
+            if decision is None and not delivery.delivery.redelivered:
                 await self._channel.basic_nack(tag, requeue=True)
-            elif outs is None or reason is not None:
+            elif decision is None or reason is not None:
                 self._set_aside(delivery, reason or "its handler failed on redelivery too")
                 await self._channel.basic_reject(tag, requeue=False)  # to `dead`, by the queue's DLX
             else:
                 last_ok = tag
-                for out in outs:
+                for out in produced:
                     if out.confirmed is not None:
                         out.confirmed()
         if last_ok is not None:
@@ -133,17 +181,6 @@ class Consumer(BatchConsumer):
         log.error(
             "set aside on dead", extra={"message_id": delivery.header.properties.message_id, "reason": reason}
         )
-
-    def _handle(self, delivery: DeliveredMessage) -> list[Outbound] | None:
-        try:
-            return self._handler(delivery)
-        except Exception:
-            self._failures.inc()
-            log.exception(
-                "handler failed; returning the message to its queue",
-                extra={"message_id": delivery.header.properties.message_id},
-            )
-            return None
 
     async def _publish(self, outs: list[Outbound]) -> dict[int, str] | None:
         """Publish until every message is confirmed or found unpublishable, retrying the refused.

@@ -7,8 +7,9 @@ callers answer with 503 or a retry, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 
+from integrator import metrics
 from integrator.logs import redact
 
 log = logging.getLogger("integrator.db")
@@ -103,3 +105,53 @@ async def upgrade(url: str) -> list[str]:
         return applied
     finally:
         await conn.close()
+
+
+class Persistence:
+    """Runs a worker's database steps until each succeeds, holding its batch while PostgreSQL is
+    away: the migrations are applied before the first step, and PostgreSQL's going and coming
+    back is logged once each and kept in `database_up`."""
+
+    FIRST_DELAY = 0.2
+    MAX_DELAY = 5.0
+
+    def __init__(self, url: str, stopping: asyncio.Event) -> None:
+        self._url = url
+        self._stopping = stopping
+        self._migrated = False
+        self.up = True
+
+    async def until_done(self, step: Callable[[], Awaitable[None]], held: int) -> bool:
+        """Run `step` until it succeeds (True), or until stopping (False); `held`: the batch's size."""
+        delay = self.FIRST_DELAY
+        while True:
+            try:
+                if not self._migrated:
+                    await self._upgrade()
+                    self._migrated = True
+                await step()
+                self._set_up(True)
+                return True
+            except DatabaseUnavailable as exc:
+                self._set_up(False)
+                log.warning("PostgreSQL unavailable; holding the batch", extra={
+                    "count": held, "retry_in": delay, "error": str(exc)})  # fmt: skip
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, self.MAX_DELAY)
+            else:
+                return False
+
+    async def _upgrade(self) -> None:
+        """Apply the migrations this release has: the tables are never made by hand."""
+        try:
+            await upgrade(self._url)
+        except UNAVAILABLE as exc:
+            raise DatabaseUnavailable(redact(str(exc))) from exc
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up:
+            log.info("PostgreSQL reachable again" if up else "PostgreSQL unreachable")
+        self.up = up
+        metrics.database_up.set(1 if up else 0)

@@ -24,7 +24,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 ORIGINAL = """SELECT message_id, message, store_id, state, received_at, updated_at, errors, warnings,
-                     envelope, children, timeline
+                     envelope, children, routing, timeline
               FROM messages WHERE day = $1 AND message_id = $2"""
 COPY = """SELECT c.message_id, c.parent_id, c.subscriber, c.state, c.updated_at, c.reason,
                  m.message, m.store_id, m.received_at, m.warnings, m.envelope
@@ -59,6 +59,7 @@ async def find(db: asyncpg.Pool, message_id: str, store_id: str | None) -> dict[
             "updated_at": _iso(row["updated_at"]), "errors": row["errors"] or [],
             "warnings": row["warnings"] or [], "payload": _payload(row["envelope"]),
             "children": [{"message_id": c, "subscriber": s} for c, s in row["children"] or ()],
+            "routing": [_outcome(*outcome) for outcome in row["routing"] or ()],
             "timeline": [_event(e) for e in row["timeline"]],
         }  # fmt: skip
     if copy is None or store_id not in (None, copy["store_id"]):
@@ -70,6 +71,10 @@ async def find(db: asyncpg.Pool, message_id: str, store_id: str | None) -> dict[
         "payload": _payload(copy["envelope"]), "parent_id": copy["parent_id"],
         "subscriber": copy["subscriber"], **({"reason": copy["reason"]} if copy["reason"] else {}),
     }  # fmt: skip
+
+
+def _outcome(subscriber: str, outcome: str, detail: str | None = None, copy_id: str | None = None) -> dict:
+    return {"subscriber": subscriber, "outcome": outcome, "detail": detail, "copy_id": copy_id}
 
 
 def _event(entry: list[Any]) -> dict[str, Any]:

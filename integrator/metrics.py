@@ -35,6 +35,24 @@ routed = Counter(
 unrouted = Counter(
     "integrator_messages_unrouted_total", "Valid messages no subscription matched.", registry=None
 )
+declined = Counter(
+    "integrator_copies_declined_total",
+    "Copies not made for a subscriber whose patterns and stores took the message, by why:"
+    " filter or identifier.",
+    ["subscriber", "outcome"],
+    registry=None,
+)
+subscriptions_reloads = Counter(
+    "integrator_subscriptions_reloads_total",
+    "Changes to the subscriptions file: loaded, or refused (the old subscriptions stay in force).",
+    ["outcome"],
+    registry=None,
+)
+subscriptions_valid = Gauge(
+    "integrator_subscriptions_file_valid",
+    "1 while the subscriptions file on disk is the one in force, 0 while a broken change is refused.",
+    registry=None,
+)
 dead_lettered = Counter(
     "integrator_messages_dead_lettered_total",
     "Deliveries a service moved to the dead queue itself (not a validated message).",
@@ -107,7 +125,17 @@ WORKER = (handler_failures, set_aside, confirm_seconds, in_flight)
 BY_SERVICE = {
     "gateway": (requests, confirm_seconds, in_flight),
     "validator": (validated, *WORKER),
-    "router": (routed, unrouted, dead_lettered, end_to_end_seconds, *WORKER),
+    "router": (
+        routed,
+        unrouted,
+        declined,
+        subscriptions_reloads,
+        subscriptions_valid,
+        database_up,
+        dead_lettered,
+        end_to_end_seconds,
+        *WORKER,
+    ),
     "ledger": (ledger_recorded, ledger_skipped, ledger_write_seconds, ledger_lag_seconds, database_up),
 }
 """Each service exports only what it keeps: no router counter stands at 0 on the gateway."""

@@ -12,6 +12,7 @@ subscriber, whose alternate exchange is `unrouted`, so even a copy for a queue s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,12 @@ class Topology:
             )
             queue = await self._declare_queue(channel, self.name(stage), stage)
             await queue.bind(exchange)
+        await self.declare_subscribers(channel, subscribers)
+        if self.ledger:
+            await self._declare_ledger(channel)
+
+    async def declare_subscribers(self, channel: AbstractChannel, subscribers: Iterable[str]) -> None:
+        """The `accepted` exchange and a queue per subscriber, bound by the subscriber's name."""
         accepted = await channel.declare_exchange(
             self.accepted,
             aio_pika.ExchangeType.DIRECT,
@@ -122,8 +129,6 @@ class Topology:
         for subscriber in subscribers:
             queue = await self._declare_queue(channel, self.accepted_queue(subscriber), "accepted")
             await queue.bind(accepted, routing_key=subscriber)
-        if self.ledger:
-            await self._declare_ledger(channel)
 
     async def _declare_ledger(self, channel: AbstractChannel) -> None:
         """The ledger's queue takes a copy of every incoming and dead message (the payload and the

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from integrator.connection import stay_connected
-from integrator.consumer import BatchConsumer, Consumer, Handler
+from integrator.consumer import BatchConsumer, BatchHandler, Consumer, Handler, one_by_one
 from integrator.health import serve_health
 from integrator.journal import Journal
 from integrator.publisher import Publisher
@@ -20,24 +20,29 @@ ConsumerFactory = Callable[[AbstractChannel, asyncio.Event], Awaitable[BatchCons
 """Makes the consumer of one session, on its channel (opened with publisher confirms)."""
 
 
-def run_worker(
-    name: str,
-    settings: Settings,
-    queue: str,
-    handler: Handler,
-    health_port: int,
-    subscribers: tuple[str, ...] = (),
-) -> None:
-    """Run a worker whose handler decides each delivery, until SIGTERM/SIGINT; `subscribers` are
-    the accepted queues to declare. Each batch's decisions are journalled for the ledger."""
+def run_worker(name: str, settings: Settings, queue: str, handler: Handler, health_port: int) -> None:
+    """Run a worker whose handler decides each delivery on its own, until SIGTERM/SIGINT."""
+
+    async def decider(channel: AbstractChannel) -> BatchHandler:
+        return one_by_one(handler, name)
+
+    consumer = deciding(name, settings, decider)
+    run_service(name, settings, worker_main(name, settings, queue, consumer, health_port))
+
+
+def deciding(
+    name: str, settings: Settings, decider_for: Callable[[AbstractChannel], Awaitable[BatchHandler]]
+) -> ConsumerFactory:
+    """Consumers that publish what `decider_for(channel)` decides, journalling it for the ledger."""
     journal = Journal(Topology.from_settings(settings)) if settings.ledger else None
 
     async def consumer(channel: AbstractChannel, stopping: asyncio.Event) -> BatchConsumer:
         publisher = await Publisher.on(channel, settings.publish_timeout, name)
+        decide = await decider_for(channel)
         raw = await channel.get_underlay_channel()
-        return Consumer(raw, publisher, handler, stopping, name, journal)
+        return Consumer(raw, publisher, decide, stopping, name, journal)
 
-    run_service(name, settings, worker_main(name, settings, queue, consumer, health_port, subscribers))
+    return consumer
 
 
 def worker_main(
@@ -46,7 +51,6 @@ def worker_main(
     queue: str,
     consumer_for: ConsumerFactory,
     health_port: int,
-    subscribers: tuple[str, ...] = (),
     prefetch: int | None = None,
     ready: Callable[[], bool] = lambda: True,
 ) -> Main:
@@ -56,7 +60,7 @@ def worker_main(
     async def session(connection: AbstractConnection, stopping: asyncio.Event) -> None:
         nonlocal consuming
         channel = await connection.channel(publisher_confirms=True)
-        await Topology.from_settings(settings).declare(channel, subscribers)
+        await Topology.from_settings(settings).declare(channel)
         consumer = await consumer_for(channel, stopping)
         consuming = True
         try:

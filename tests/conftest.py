@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractChannel
 from integrator import db, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
+from integrator.subscriptions import Subscriptions, SubscriptionsError
 from tests.support.broker import AMQP_URL, delete_topology
 from tests.support.database import SERVER, create_database, drop_database
 from tests.support.processes import Stack
@@ -89,7 +90,11 @@ async def stack(
     stack = Stack(prefix, tmp_path, env)
     yield stack
     stack.stop()
-    await delete_topology(prefix, SUBSCRIBERS)
+    try:  # a test may have changed the subscribers
+        named = Subscriptions.load(subscriptions_file).names
+    except SubscriptionsError:
+        named = ()
+    await delete_topology(prefix, tuple({*SUBSCRIBERS, *named}))
 
 
 @pytest.fixture

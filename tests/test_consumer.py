@@ -10,7 +10,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
-from integrator.consumer import Consumer
+from integrator.consumer import Consumer, Decision, Handler, one_by_one
 from integrator.envelope import with_headers
 from integrator.publisher import Outbound, Publisher
 from integrator.topology import Topology
@@ -25,11 +25,14 @@ async def connection(prefix: str) -> AsyncIterator[AbstractConnection]:
     await delete_topology(prefix)
 
 
-async def run_consumer(connection: AbstractConnection, topology: Topology, handler, stopping: asyncio.Event):
+async def run_consumer(
+    connection: AbstractConnection, topology: Topology, handler: Handler, stopping: asyncio.Event
+) -> asyncio.Task:
     channel = await connection.channel(publisher_confirms=True)
     await topology.declare(channel)
     publisher = await Publisher.on(channel, 5, "test")
-    consumer = Consumer(await channel.get_underlay_channel(), publisher, handler, stopping, "test")
+    decide = one_by_one(handler, "test")
+    consumer = Consumer(await channel.get_underlay_channel(), publisher, decide, stopping, "test")
     return asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
 
 
@@ -46,11 +49,11 @@ async def test_a_message_whose_handler_raises_again_on_redelivery_is_set_aside_a
     topology = Topology(prefix, delivery_limit=2)
     attempts: list[bytes] = []
 
-    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+    def handler(delivery: DeliveredMessage) -> Decision:
         attempts.append(delivery.body)
         if delivery.body == b"boom":
             raise ValueError("cannot handle this")
-        return [Outbound(topology.validated, "", delivery.body, delivery.header.properties)]
+        return Decision([Outbound(topology.validated, "", delivery.body, delivery.header.properties)])
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
@@ -72,14 +75,13 @@ async def test_a_message_that_can_never_be_published_is_set_aside_at_once_and_it
     attempts: list[bytes] = []
     confirmed: list[bytes] = []
 
-    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+    def handler(delivery: DeliveredMessage) -> Decision:
         attempts.append(delivery.body)
         props = delivery.header.properties
         if delivery.body == b"huge":  # properties larger than a frame: FRAME_ERROR if sent
             props = with_headers(props, errors=[{"path": "/" + "k" * 200_000}])
-        return [
-            Outbound(topology.validated, "", delivery.body, props, lambda: confirmed.append(delivery.body))
-        ]
+        count = lambda: confirmed.append(delivery.body)  # noqa: E731
+        return Decision([Outbound(topology.validated, "", delivery.body, props, count)])
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)
@@ -100,9 +102,9 @@ async def test_stop_finishes_what_was_delivered(
     topology = Topology(prefix, delivery_limit=2)
     stopping = asyncio.Event()
 
-    def handler(delivery: DeliveredMessage) -> list[Outbound]:
+    def handler(delivery: DeliveredMessage) -> Decision:
         stopping.set()  # asked to stop while this batch is in hand
-        return [Outbound(topology.validated, "", delivery.body, delivery.header.properties)]
+        return Decision([Outbound(topology.validated, "", delivery.body, delivery.header.properties)])
 
     consuming = await run_consumer(connection, topology, handler, stopping)
     await publish_to_incoming(channel, topology, [b"m%d" % i for i in range(5)])
@@ -131,8 +133,8 @@ async def test_a_refused_publish_is_retried_until_confirmed_not_dead_lettered(
 ) -> None:
     topology = Topology(prefix, delivery_limit=1)
 
-    def handler(delivery: DeliveredMessage) -> list[Outbound]:
-        return [Outbound(full, "", delivery.body, delivery.header.properties)]
+    def handler(delivery: DeliveredMessage) -> Decision:
+        return Decision([Outbound(full, "", delivery.body, delivery.header.properties)])
 
     stopping = asyncio.Event()
     consuming = await run_consumer(connection, topology, handler, stopping)

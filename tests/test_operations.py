@@ -416,6 +416,8 @@ async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aio
         "validator": {"integrator_messages_validated", "integrator_handler_failures", "integrator_set_aside",
                       "integrator_publish_confirm_seconds", "integrator_in_flight"},
         "router": {"integrator_messages_routed", "integrator_messages_unrouted",
+                   "integrator_copies_declined", "integrator_subscriptions_reloads",
+                   "integrator_subscriptions_file_valid", "integrator_database_up",
                    "integrator_messages_dead_lettered", "integrator_end_to_end_seconds",
                    "integrator_handler_failures", "integrator_set_aside",
                    "integrator_publish_confirm_seconds", "integrator_in_flight"},

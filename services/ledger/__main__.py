@@ -43,7 +43,7 @@ def main() -> None:
 
         consume = worker_main(
             "ledger", settings, topology.ledger_events, recorder, settings.ledger_port,
-            prefetch=settings.ledger_batch, ready=lambda: all(r.database_up for r in recorders),
+            prefetch=settings.ledger_batch, ready=lambda: all(r.persistence.up for r in recorders),
         )  # fmt: skip
         retention = asyncio.ensure_future(keep_retention(store, stopping))
         try:

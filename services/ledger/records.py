@@ -39,6 +39,7 @@ class Original:
     errors: list | None = None
     warnings: list | None = None
     children: list | None = None
+    routing: list | None = None  # each subscriber's outcome (integrator.subscriptions.Outcome)
     timeline: list[list[Any]] = field(default_factory=list)
 
     def happened(self, at: int, state: str, detail: Any = None) -> bool:
@@ -122,11 +123,12 @@ class Batch:
                     row.errors, row.warnings = event[2], event[3]
             elif kind == "routed":
                 row.happened(at, kind)
-                row.children = event[2]
+                row.children, row.routing = event[2], event[3] if len(event) > 3 else None
                 for copy_id, subscriber in event[2]:
                     self._copy(at, _object_id(copy_id), message_id, subscriber, "pending")
             elif kind == "unrouted":
                 row.happened(at, kind)
+                row.routing = event[2] if len(event) > 2 else None
             else:
                 raise ValueError(f"unknown event {kind!r}")
 

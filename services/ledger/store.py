@@ -25,13 +25,14 @@ TABLES = ("messages", "copies")
 
 UPSERT_MESSAGES = """
 INSERT INTO messages AS m (day, message_id, message, store_id, received_at, state, updated_at,
-                           errors, warnings, children, timeline, envelope)
+                           errors, warnings, children, routing, timeline, envelope)
 SELECT day, message_id, message, store_id, received_at, state, updated_at,
-       errors::jsonb, warnings::jsonb, children::jsonb, timeline::jsonb, envelope
+       errors::jsonb, warnings::jsonb, children::jsonb, routing::jsonb, timeline::jsonb, envelope
 FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-            $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+            $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[])
      AS t (day, message_id, message, store_id, received_at, state, updated_at,
-           errors, warnings, children, timeline, envelope)
+           errors, warnings, children, routing, timeline, envelope)
 ON CONFLICT (day, message_id) DO UPDATE SET
     message = COALESCE(m.message, excluded.message),
     store_id = COALESCE(m.store_id, excluded.store_id),
@@ -43,6 +44,7 @@ ON CONFLICT (day, message_id) DO UPDATE SET
     warnings = CASE WHEN excluded.updated_at >= m.updated_at THEN COALESCE(excluded.warnings, m.warnings)
                     ELSE COALESCE(m.warnings, excluded.warnings) END,
     children = COALESCE(excluded.children, m.children),
+    routing = COALESCE(excluded.routing, m.routing),
     updated_at = GREATEST(m.updated_at, excluded.updated_at),
     timeline = (SELECT jsonb_agg(e ORDER BY (e->>0)::bigint, e)  -- in time; each event once
                 FROM (SELECT DISTINCT e FROM jsonb_array_elements(m.timeline || excluded.timeline) e) d)
@@ -97,7 +99,7 @@ class LedgerStore:
                     await conn.execute(UPSERT_MESSAGES, *_columns(
                         (r.day, r.message_id, r.message, r.store_id, _time(r.received_at), r.state,
                          _time(r.updated_at), _json(r.errors), _json(r.warnings), _json(r.children),
-                         _json(sorted(r.timeline, key=_when)), r.envelope)
+                         _json(r.routing), _json(sorted(r.timeline, key=_when)), r.envelope)
                         for r in originals
                     ))  # fmt: skip
                 if copies:
@@ -121,8 +123,8 @@ class LedgerStore:
             self._partitions.add(day)
 
     async def drop_expired(self) -> list[str]:
-        """Drop every partition older than retention, whole, and forget expired idempotency keys;
-        the partitions dropped."""
+        """Drop every partition older than retention, whole, and forget expired idempotency keys
+        and identities; the partitions dropped."""
         oldest = self.oldest_kept()
         dropped = []
         async with connection(self._pool) as conn:
@@ -142,6 +144,7 @@ class LedgerStore:
                 "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
                 self._idempotency_hours,
             )
+            await conn.execute("DELETE FROM identities WHERE expires_at < now()")
         return dropped
 
 

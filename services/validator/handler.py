@@ -10,7 +10,7 @@ from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from integrator import metrics
-from integrator.consumer import Handler
+from integrator.consumer import Decision, Handler
 from integrator.envelope import with_headers
 from integrator.errors import FieldError, field_error
 from integrator.logs import message_line
@@ -26,7 +26,7 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology, max_body_
     known = catalogue.message_types
     too_large = [field_error("", "maxBytes", f"body is larger than {max_body_bytes} bytes; not read")]
 
-    def validate(delivery: DeliveredMessage) -> list[Outbound]:
+    def validate(delivery: DeliveredMessage) -> Decision:
         props = delivery.header.properties
         doc, warnings = None, []
         if len(delivery.body) > max_body_bytes:
@@ -47,10 +47,12 @@ def validation_handler(catalogue: SchemaCatalogue, topology: Topology, max_body_
             ).inc()
             message_line(log, "rejected", {**ids, "errors": len(errors), "first_error": errors[0]["path"]})
             noted = with_findings(props, warnings, errors=errors)
-            return [Outbound(topology.rejected, "", delivery.body, noted)]
+            event = ["rejected", props.message_id, errors, warnings]
+            return Decision([Outbound(topology.rejected, "", delivery.body, noted)], event)
         metrics.validated.labels(metrics.message_label(message, known), "accepted", "").inc()
         message_line(log, "validated", ids)
-        return [Outbound(topology.validated, message, delivery.body, with_findings(props, warnings))]
+        out = Outbound(topology.validated, message, delivery.body, with_findings(props, warnings))
+        return Decision([out], ["validated", props.message_id, warnings])
 
     return validate
 
