@@ -19,6 +19,7 @@ from integrator.subscriptions import Subscriptions, SubscriptionsError
 from tests.support.broker import AMQP_URL, delete_topology
 from tests.support.database import SERVER, create_database, drop_database
 from tests.support.processes import Stack
+from tests.support.proxy import Proxy
 
 STORE = "5279008084a81693d5000001"
 OTHER_STORE = "5279008084a81693d5000002"
@@ -79,6 +80,14 @@ async def ledger_db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await db.open_pool(database_url)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def postgres_proxy() -> AsyncIterator[Proxy]:
+    """A TCP proxy to the machine's PostgreSQL, to cut a service off from it without stopping it."""
+    proxy = await Proxy("127.0.0.1", 5432).start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from tests.support.load import FAULT_MESSAGES, Push, product, push
 from tests.support.processes import Stack
@@ -43,13 +41,6 @@ async def assert_recorded_once(db: asyncpg.Pool, ids: list[str]) -> None:
     assert sorted((c["parent_id"], c["subscriber"]) for c in copies) == sorted(
         (i, s) for i in ids for s in ("erp", "store")
     )
-
-
-@pytest.fixture
-async def postgres_proxy() -> AsyncIterator[Proxy]:
-    proxy = await Proxy("127.0.0.1", 5432).start()
-    yield proxy
-    await proxy.close()
 
 
 async def test_postgresql_cut_off_mid_stream(

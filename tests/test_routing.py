@@ -20,6 +20,7 @@ from integrator.ids import child_message_id
 from tests.conftest import OTHER_STORE, STORE
 from tests.support.broker import body, depth, take
 from tests.support.processes import Stack
+from tests.support.proxy import Proxy
 from tests.support.scrape import scrape
 from tests.test_ledger import pushed, record_in, typed
 from tests.test_operations import cli, cli_process
@@ -298,3 +299,28 @@ def test_subscriptions_check_prints_every_problem_with_its_place(stack: Stack, t
     assert cli(stack, "subscriptions", "check", str(good)) == [
         {"file": str(good), "subscribers": ["store", "mailer", "shipping", "tracker"]}
     ]
+
+
+async def test_identifiers_hold_the_batch_while_postgresql_is_away(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, subscriptions_file: Path,
+    database_url: str, postgres_proxy: Proxy,
+) -> None:  # fmt: skip
+    replace_file(subscriptions_file, IDENTIFIED)
+    stack.env["INTEGRATOR_DATABASE_URL"] = database_url.replace(":5432/", f":{postgres_proxy.port}/")
+    await stack.start("gateway", "validator", "router")
+    router = stack.service("router")
+    shipping = f"{stack.prefix}.accepted.shipping"
+    first = (await pushed(http, stack, ready(number="P1")))["message_id"]
+    assert [body(m)["parent_id"] for m in await take(channel, shipping, 1)] == [first]
+
+    offset = len(router.log_text())
+    postgres_proxy.cut()
+    second = (await pushed(http, stack, ready(number="P2")))["message_id"]  # accepted meanwhile
+    await pushed(http, stack, ready(number="P1"))  # a duplicate, which must not slip through
+    await router.wait_for_log("PostgreSQL unavailable; holding the batch", offset=offset)
+    assert await depth(channel, shipping) == 0
+    postgres_proxy.restore()
+    await router.wait_for_log("PostgreSQL reachable again", offset=offset)
+    assert [body(m)["parent_id"] for m in await take(channel, shipping, 1)] == [second]
+    barrier = (await pushed(http, stack, ready(number="P3")))["message_id"]
+    assert [body(m)["parent_id"] for m in await take(channel, shipping, 1)] == [barrier]
