@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 
 from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, costly_dry_run_script, wrk_script
+from bench.filters import filter_section
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
 from integrator import db, stores
 from integrator.schemas import SchemaCatalogue
@@ -665,7 +666,8 @@ async def run() -> str:
     hostile = await hostile_phase(workdir, subscriptions)
     print("the hub with the ledger, at saturation and at 100/s ...", file=sys.stderr)
     ledger = await ledger_phase(workdir, subscriptions, hub)
-    return report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile) + ledger
+    sections = report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile)
+    return sections + ledger + filter_section()
 
 
 async def saturation_only() -> str:
