@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 
 from integrator import metrics
+from integrator.consumer import wait_for
 from integrator.logs import redact
 
 log = logging.getLogger("integrator.db")
@@ -136,12 +137,9 @@ class Persistence:
                 self._set_up(False)
                 log.warning("PostgreSQL unavailable; holding the batch", extra={
                     "count": held, "retry_in": delay, "error": str(exc)})  # fmt: skip
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, self.MAX_DELAY)
-            else:
+            if await wait_for(self._stopping, delay):
                 return False
+            delay = min(delay * 2, self.MAX_DELAY)
 
     async def _upgrade(self) -> None:
         """Apply the migrations this release has: the tables are never made by hand."""

@@ -45,43 +45,44 @@ def parse_path(text: Any) -> Path:
     return segments
 
 
-def values_at(doc: Any, path: Path) -> list[Any]:
-    """Every value at `path` in `doc`: none if it leads nowhere, several through a wildcard."""
-    found = [doc]
-    for segment in path:
-        step = []
-        for value in found:
-            if isinstance(value, dict):
-                if segment == WILDCARD:
-                    step.extend(value.values())
-                elif segment in value:
-                    step.append(value[segment])
-            elif isinstance(value, list):
-                if segment == WILDCARD:
-                    step.extend(value)
-                elif segment.isdigit() and int(segment) < len(value):
-                    step.append(value[int(segment)])
-        if not step:
-            return step
-        found = step
-    return found
-
-
 MISSING = object()
+
+
+def _child(value: Any, segment: str) -> Any:
+    """The member or element `segment` names in `value`, or MISSING."""
+    if isinstance(value, dict):
+        return value.get(segment, MISSING)
+    if isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+        return value[int(segment)]
+    return MISSING
 
 
 def value_at(doc: Any, path: Path) -> Any:
     """The value at a path without wildcards, or MISSING."""
     for segment in path:
-        if isinstance(doc, dict):
-            doc = doc.get(segment, MISSING)
-            if doc is MISSING:
-                return MISSING
-        elif isinstance(doc, list) and segment.isdigit() and int(segment) < len(doc):
-            doc = doc[int(segment)]
-        else:
+        doc = _child(doc, segment)
+        if doc is MISSING:
             return MISSING
     return doc
+
+
+def values_at(doc: Any, path: Path) -> list[Any]:
+    """Every value at `path` in `doc`: none if it leads nowhere, several through a wildcard."""
+    found = [doc]
+    for segment in path:
+        step: list[Any] = []
+        for value in found:
+            if segment != WILDCARD:
+                if (child := _child(value, segment)) is not MISSING:
+                    step.append(child)
+            elif isinstance(value, dict):
+                step.extend(value.values())
+            elif isinstance(value, list):
+                step.extend(value)
+        if not step:
+            return step
+        found = step
+    return found
 
 
 def _number(value: Any) -> float | None:

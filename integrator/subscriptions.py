@@ -30,6 +30,7 @@ PATTERN_SEGMENT = re.compile(r"[a-z0-9_]+|\*|#")
 DELIVERED, TYPE, STORE, FILTER, IDENTIFIER = "delivered", "type", "store", "filter", "identifier"
 KEYS = ("messages", "stores", "filters", "match", "identifiers", "identifier_days")
 DEFAULT_IDENTIFIER_DAYS = 30
+SHOWN_MAX = 300  # characters of an identity shown in a routing explanation
 
 Outcome = list[Any]
 """One subscriber's part in routing a message: [subscriber, outcome, detail?, copy_id?]."""
@@ -90,9 +91,6 @@ class Subscriber:
         return Identity(hashlib.sha256(encoded).digest(), shown[:SHOWN_MAX])
 
 
-SHOWN_MAX = 300
-
-
 class Subscriptions:
     def __init__(self, subscribers: list[Subscriber]) -> None:
         self.subscribers = tuple(subscribers)
@@ -101,11 +99,6 @@ class Subscriptions:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.subscribers)
-
-    @property
-    def remembers(self) -> bool:
-        """Whether any subscriber has identifiers, and so routing needs PostgreSQL."""
-        return any(s.identifiers for s in self.subscribers)
 
     def route(
         self, message_type: str, store_id: str, payload: Any
