@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -77,7 +78,6 @@ class Router:
         self._topology = topology
         self._identities = identities
         self._persistence = persistence
-        self._plan = guarded(self._match, "router")
         self._routed: dict[str, Callable[[], None]] = {}  # each subscriber's counter, by name
 
     async def on(self, channel: AbstractChannel) -> BatchHandler:
@@ -97,7 +97,8 @@ class Router:
             subscriptions = self.subscriptions  # one file for the whole batch
             if new := [name for name in subscriptions.names if name not in declared]:
                 await declare(new)
-            plans = [self._plan(delivery) for delivery in batch]
+            plan = guarded(partial(self._match, subscriptions), "router")  # the same file, after the await
+            plans = [plan(delivery) for delivery in batch]
             claims = [
                 Claim(self._topology.accepted_queue(subscriber.name), identity.digest,
                       child_message_id(plan.parent_id, subscriber.name), subscriber.identifier_days)
@@ -116,14 +117,14 @@ class Router:
 
         return decide
 
-    def _match(self, delivery: DeliveredMessage) -> Decision | Plan:
+    def _match(self, subscriptions: Subscriptions, delivery: DeliveredMessage) -> Decision | Plan:
         props = delivery.header.properties
         try:
             doc = orjson.loads(delivery.body)
             message, parent_id, store_id, payload = (
                 doc["message"], doc["message_id"], doc["store_id"], doc["payload"]
             )  # fmt: skip
-            outcomes, takers = self.subscriptions.route(message, store_id, payload)
+            outcomes, takers = subscriptions.route(message, store_id, payload)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             # Only something that bypassed the validator gets here; keep it where a person looks.
             reason = f"not a validated message: {type(exc).__name__}: {exc}"
