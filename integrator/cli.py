@@ -32,11 +32,11 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from integrator import db, ledger, stores
+from integrator import db, journal, ledger, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
 from integrator.envelope import now_ms
-from integrator.ids import is_object_id
+from integrator.ids import is_object_id, new_message_id
 from integrator.logs import redact
 from integrator.settings import Settings
 from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern
@@ -199,7 +199,10 @@ async def replay(settings: Settings, stage: str, message_type: str | None, limit
             exchange, key = replay_target(topology, stage, message)
             headers = {k: v for k, v in (message.headers or {}).items() if k not in REPLAY_STRIPS}
             replayed_headers = {**headers, "replayed_from": queue, "replayed_at": now_ms()}
-            await _publish(ch, exchange, key, _copy(message, replayed_headers))
+            again = _copy(message, replayed_headers)
+            await _publish(ch, exchange, key, again)
+            if exchange == topology.incoming and settings.ledger:  # accepted again, as the gateway tells
+                await _publish(ch, topology.ledger_events, "", _receipt(again))
             await message.ack()
             emit({"replayed": message.message_id, "message": message.type, "to": exchange})
             replayed += 1
@@ -212,6 +215,15 @@ def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
     return aio_pika.Message(
         message.body, headers=headers, content_type=message.content_type, delivery_mode=2,
         message_id=message.message_id, type=message.type, timestamp=message.timestamp,
+    )  # fmt: skip
+
+
+def _receipt(message: aio_pika.Message) -> aio_pika.Message:
+    """The ledger's batch event telling that `message` went to `incoming`."""
+    event = journal.accepted(message.message_id, message.type, message.headers, message.body)
+    return aio_pika.Message(
+        journal.entry_body([event]), delivery_mode=2,
+        message_id=new_message_id(), type=journal.EVENTS_TYPE, content_type="application/json",
     )  # fmt: skip
 
 

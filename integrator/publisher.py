@@ -76,6 +76,11 @@ class Publisher:
                 refused.append((out, exc))
         return refused
 
+    def send(self, out: Outbound) -> asyncio.Task[None]:
+        """Queue `out` for this turn's write now; the task settles with its confirm (raising
+        PublishFailed if refused) and may be awaited by many, each through `asyncio.shield`."""
+        return asyncio.ensure_future(_confirmed(self._send(out), out))
+
     def _send(self, out: Outbound) -> asyncio.Future:
         """Register `out` with the channel, queue its frames for the next write, and return the
         future aiormq settles with its confirm."""

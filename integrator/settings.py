@@ -25,7 +25,7 @@ class Settings:
     validator_port: int = 8081  # /healthz, /readyz, /metrics
     router_port: int = 8082
     ledger_port: int = 8084
-    ledger: bool = True  # feed the ledger's queue: the gateway's messages and the workers' batch events
+    ledger: bool = True  # feed the ledger's queue: the gateway's receipts and the workers' batch events
     database_url: str = "postgresql://localhost:5432/integrator"
     retention_days: int = 30
     idempotency_hours: int = 24

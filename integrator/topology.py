@@ -4,7 +4,7 @@
                                    │                            └─▶ <p>.unrouted
                                    └─▶ <p>.rejected
     any queue, after `delivery_limit` failed deliveries ──▶ <p>.dead
-    <p>.incoming, <p>.dead and the workers' batch events (<p>.ledger) ──▶ <p>.ledger ──▶ ledger
+    the gateway's and the workers' batch events (<p>.ledger), and <p>.dead ──▶ <p>.ledger ──▶ ledger
 
 Each name is both an exchange and the queue bound to it; `accepted` is a direct exchange keyed by
 subscriber, whose alternate exchange is `unrouted`, so even a copy for a queue someone deleted is kept.
@@ -131,16 +131,18 @@ class Topology:
             await queue.bind(accepted, routing_key=subscriber)
 
     async def _declare_ledger(self, channel: AbstractChannel) -> None:
-        """The ledger's queue takes a copy of every incoming and dead message (the payload and the
-        reason travel only there) and the workers' batch events; the rest of a message's life
-        is in those events. It dead-letters nowhere (`dead` feeds it) and holds whatever
-        PostgreSQL has not taken yet, so it has no limits."""
+        """The ledger's queue takes the batch events (the gateway's receipts carry the payload)
+        and a copy of every dead message (the reason travels only there). It dead-letters
+        nowhere (`dead` feeds it) and holds whatever PostgreSQL has not taken yet, so it has no
+        limits. Its binding to `incoming`, from before the gateway sent receipts, is undone:
+        it would record every message twice over."""
         events = await channel.declare_exchange(
             self.ledger_events, aio_pika.ExchangeType.FANOUT, durable=True
         )
         queue = await self._declare_queue(channel, self.ledger_events, "ledger")
-        for exchange in (events.name, self.incoming, self.dead):
+        for exchange in (events.name, self.dead):
             await queue.bind(exchange)
+        await queue.unbind(self.incoming)
 
     async def _declare_queue(self, channel: AbstractChannel, name: str, stage: str) -> AbstractQueue:
         arguments = self.queue_arguments(stage)

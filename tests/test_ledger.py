@@ -15,7 +15,9 @@ from aio_pika.abc import AbstractChannel
 
 from integrator import stores
 from integrator.ids import child_message_id
+from integrator.journal import EVENTS_TYPE
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
+from tests.support.broker import body, depth, take
 from tests.support.processes import Stack
 from tests.test_operations import cli
 
@@ -336,6 +338,25 @@ async def test_without_postgresql_keyed_pushes_get_503_and_the_rest_go_on(
     await pushed(http, stack, NEW_PRODUCT)
     async with http.get(f"{stack.url}/messages/6b1125f1e8d13bdc8d2abbc0") as r:
         assert r.status == 503
+
+
+async def test_the_gateway_tells_the_ledger_of_its_pushes_a_turn_at_a_time(
+    stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    """Concurrent pushes share batch events, and nothing reaches the ledger's queue twice: the
+    binding to `incoming` an older version made is undone when the gateway declares."""
+    ledger_queue, incoming = f"{stack.prefix}.ledger", f"{stack.prefix}.incoming"
+    await stack.start("gateway")
+    await (await channel.get_queue(ledger_queue)).bind(incoming)  # as before receipts
+    assert stack.service("gateway").stop() == 0
+    await stack.start("gateway")
+    answers = await asyncio.gather(*(pushed(http, stack, NEW_PRODUCT) for _ in range(100)))
+    entries = await take(channel, ledger_queue, await depth(channel, ledger_queue))
+    assert {entry.type for entry in entries} == {EVENTS_TYPE}
+    events = [event for entry in entries for event in body(entry)["events"]]
+    assert sorted(event[1] for event in events) == sorted(answer["message_id"] for answer in answers)
+    assert {event[0] for event in events} == {"accepted"}
+    assert len(entries) < len(answers), "one batch event per push: the receipts were not batched"
 
 
 async def test_the_ledger_catches_up_on_what_passed_while_it_was_away(

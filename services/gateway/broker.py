@@ -10,9 +10,11 @@ from aio_pika.abc import AbstractConnection
 
 from integrator import metrics
 from integrator.connection import BROKER_ERRORS, stay_connected
+from integrator.journal import Journal
 from integrator.publisher import Outbound, Publisher, PublishFailed
 from integrator.settings import Settings
 from integrator.topology import Topology
+from services.gateway.receipts import Receipts
 
 log = logging.getLogger("integrator.gateway")
 
@@ -32,6 +34,7 @@ class BrokerLink:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.topology = Topology.from_settings(settings)
+        self._receipts = Receipts(Journal(self.topology)) if settings.ledger else None
         self._publisher: Publisher | None = None
         self._in_flight = 0
         metrics.in_flight.labels("gateway").set_function(lambda: self._in_flight)  # read when scraped
@@ -42,11 +45,15 @@ class BrokerLink:
         return self._publisher is not None
 
     async def publish(self, out: Outbound) -> None:
-        """Return once the broker confirmed `out`, or raise BrokerUnavailable."""
+        """Return once the broker confirmed `out` (and the ledger's receipt of it), or raise
+        BrokerUnavailable."""
         publisher = self.admit()
+        receipt = None if self._receipts is None else self._receipts.add(publisher, out)
         self._in_flight += 1
         try:
             await publisher.publish(out)
+            if receipt is not None:
+                await asyncio.shield(receipt)
         except PublishFailed as exc:
             # A nack: the incoming backlog is full. Refuse outright for a moment rather than
             # spend a publish and a nack on every request while the pipeline catches up.

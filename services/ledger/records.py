@@ -1,10 +1,10 @@
 """What the ledger's deliveries say, folded into one row per message and per copy for a batch.
 
-Three kinds arrive on the ledger's queue: a copy of every incoming message (its envelope and
-payload), the workers' batch events (integrator/journal.py), and a copy of every dead message.
-Folding a batch first means a message whose receipt, validation and routing arrive together is
-written once, and the order in which they arrive does not matter: a row's state is that of its
-latest event, ties going to the later stage.
+Two kinds arrive on the ledger's queue: the batch events of the gateway and the workers
+(integrator/journal.py), and a copy of every dead message. Folding a batch first means a
+message whose receipt, validation and routing arrive together is written once, and the order
+in which they arrive does not matter: a row's state is that of its latest event, ties going to
+the later stage.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Batch:
         self._topology = topology
         self.originals: dict[str, Original] = {}
         self.copies: dict[str, Copy] = {}
-        self.first_seen: list[int] = []  # received_at of each incoming copy: the ledger's lag
+        self.first_seen: list[int] = []  # received_at of each receipt: the ledger's lag
 
     def original(self, message_id: str) -> Original:
         row = self.originals.get(message_id)
@@ -80,9 +80,7 @@ class Batch:
     def add(self, delivery: DeliveredMessage) -> None:
         exchange = delivery.delivery.exchange
         try:
-            if exchange == self._topology.incoming:
-                self._incoming(delivery)
-            elif exchange == self._topology.ledger_events:
+            if exchange == self._topology.ledger_events:
                 self._events(orjson.loads(delivery.body))
             elif exchange == self._topology.dead:
                 self._dead(delivery)
@@ -95,27 +93,14 @@ class Batch:
                 extra={"message_id": delivery.header.properties.message_id, "error": repr(exc)},
             )
 
-    def _incoming(self, delivery: DeliveredMessage) -> None:
-        props = delivery.header.properties
-        headers = props.headers or {}
-        message_id = _object_id(props.message_id)
-        received_at = headers.get("received_at")
-        row = self.original(message_id)
-        row.message, row.store_id = props.message_type, headers.get("store_id")
-        row.envelope = delivery.body.decode()
-        if isinstance(received_at, int):
-            row.received_at = received_at
-            self.first_seen.append(received_at)
-        at = headers.get("replayed_at") or received_at or envelope.now_ms()
-        if row.happened(at, "accepted"):
-            row.errors, row.warnings = [], headers.get("warnings", [])
-
     def _events(self, doc: dict[str, Any]) -> None:
         at = doc["at"]
         for event in doc["events"]:
             kind, message_id = event[0], _object_id(event[1])
             row = self.original(message_id)
-            if kind == "validated":
+            if kind == "accepted":
+                self._accepted(at, row, *event[2:])
+            elif kind == "validated":
                 if row.happened(at, kind):
                     row.errors, row.warnings = [], event[2]
             elif kind == "rejected":
@@ -131,6 +116,16 @@ class Batch:
                 row.routing = event[2] if len(event) > 2 else None
             else:
                 raise ValueError(f"unknown event {kind!r}")
+
+    def _accepted(
+        self, at: int, row: Original, message: str, store_id: str, received_at: int, warnings: list, body: str
+    ) -> None:
+        row.message, row.store_id, row.envelope = message, store_id, body
+        if isinstance(received_at, int):
+            row.received_at = received_at
+            self.first_seen.append(received_at)
+        if row.happened(at, "accepted"):
+            row.errors, row.warnings = [], warnings
 
     def _dead(self, delivery: DeliveredMessage) -> None:
         props = delivery.header.properties
