@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
@@ -60,6 +60,7 @@ class Saturation:
     refused_per_s: float = 0.0  # 503s over the whole run, for the hub
     latency: dict[str, float] | None = None  # of copies arriving in the window, for the hub
     ledger_lag_p99: float | None = None  # seconds, from the ledger's histogram, when it ran
+    ledger_lag_series: list[tuple[float, float]] = field(default_factory=list)  # p99 of each RSS_EVERY s
 
 
 def prefix(kind: str) -> str:
@@ -114,10 +115,15 @@ async def refused_at_the_door(gateway_url: str | None) -> int:
 
 
 async def measure(
-    name: str, pids: dict[str, int], extra_pids: dict[str, int], gateway_url: str | None = None
+    name: str,
+    pids: dict[str, int],
+    extra_pids: dict[str, int],
+    gateway_url: str | None = None,
+    ledger_url: str | None = None,
 ) -> Saturation:
     """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED, or `rejected`, or
-    refused at the gateway's door (422); CPU per original."""
+    refused at the gateway's door (422); CPU per original. With `ledger_url`, the ledger's lag
+    p99 over each RSS_EVERY seconds, and over the whole run."""
     topology = Topology(name, 20)
     watched = with_broker(pids)
     async with await aio_pika.connect(AMQP_URL) as connection:
@@ -134,11 +140,16 @@ async def measure(
             return valid + rejected + refused, valid, valid + rejected + incoming
 
         rss = [(0.0, {k: rss_mb(p) for k, p in pids.items()})]
+        lags, buckets = [], await lag_buckets(ledger_url) if ledger_url else []
         cpu0 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
         machine0, (done0, valid0, in0), t0 = machine_cpu_seconds(), await counts(), time.monotonic()
         while (left := t0 + WINDOW - time.monotonic()) > 0:
             await asyncio.sleep(min(left, RSS_EVERY))
-            rss.append((time.monotonic() - t0, {k: rss_mb(p) for k, p in pids.items()}))
+            into = time.monotonic() - t0
+            rss.append((into, {k: rss_mb(p) for k, p in pids.items()}))
+            if ledger_url:
+                previous, buckets = buckets, await lag_buckets(ledger_url)
+                lags.append((into, p99_bucket(buckets, previous)))
         done1, valid1, in1 = await counts()
         elapsed, machine1 = time.monotonic() - t0, machine_cpu_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in {**watched, **extra_pids}.items()}
@@ -153,6 +164,8 @@ async def measure(
         cpu_ms_per_original=per,
         rss_mb=rss,
         ingest_per_s=(in1 - in0) / elapsed,
+        ledger_lag_p99=p99_bucket(buckets) if ledger_url else None,
+        ledger_lag_series=lags,
     )
 
 
@@ -301,10 +314,10 @@ async def hub_phase(workdir: Path, subscriptions: Path, database_url: str | None
     started = time.time() * 1000
     try:
         pids = {n: s.process.pid for n, s in stack.services.items()}
-        result = await measure(name, pids, {"wrk": load.pid, "probe": latency_probe.pid}, stack.url)
+        ledger_url = stack.service_url("ledger") if database_url else None
+        extra = {"wrk": load.pid, "probe": latency_probe.pid}
+        result = await measure(name, pids, extra, stack.url, ledger_url)
         ended = time.time() * 1000
-        if database_url:
-            result.ledger_lag_p99 = await ledger_lag_p99(stack.service_url("ledger"))
     finally:
         output = load.communicate()[0]
         await asyncio.to_thread(latency_probe.wait)
@@ -336,7 +349,7 @@ async def latency_phase(
     pusher = python("-m", "bench.latency", "push", stack.url, str(rate), str(WARMUP + LATENCY_SECONDS))
     await asyncio.to_thread(pusher.wait)
     await asyncio.to_thread(latency_probe.wait)
-    lag = await ledger_lag_p99(stack.service_url("ledger")) if database_url else None
+    lag = p99_bucket(await lag_buckets(stack.service_url("ledger"))) if database_url else None
     stack.stop()
     await delete_topology(name, SUBSCRIBERS)
     copies = arrivals(out)
@@ -348,15 +361,21 @@ async def latency_phase(
     }
 
 
-async def ledger_lag_p99(ledger_url: str) -> float:
-    """The 99th percentile of the ledger's lag (receipt to written), as the upper bound of the
-    histogram bucket it falls in: seconds."""
+async def lag_buckets(ledger_url: str) -> list[tuple[float, float]]:
+    """The ledger's lag histogram (receipt to written): cumulative (upper bound s, count)."""
     async with aiohttp.ClientSession() as http, http.get(ledger_url + "/metrics") as response:
         text = await response.text()
-    buckets = [(float(le), float(n)) for le, n in re.findall(
+    return [(float(le), float(n)) for le, n in re.findall(
         r'^integrator_ledger_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)]  # fmt: skip
-    total = buckets[-1][1]
-    return next(le for le, n in buckets if n >= 0.99 * total)
+
+
+def p99_bucket(buckets: list[tuple[float, float]], since: list[tuple[float, float]] = ()) -> float:
+    """The upper bound of the bucket the 99th percentile falls in, of what was observed after
+    `since` (an earlier scrape of the same histogram): seconds."""
+    before = dict(since)
+    counts = [(le, n - before.get(le, 0.0)) for le, n in buckets]
+    total = counts[-1][1]
+    return next(le for le, n in counts if n >= 0.99 * total)
 
 
 async def ledger_phase(workdir: Path, subscriptions: Path, without: Saturation) -> str:
@@ -680,19 +699,28 @@ async def saturation_only() -> str:
     finally:
         if database_url:
             await drop_database(database_url)
+    lags = dict(hub.ledger_lag_series)
+    lag_column = f" ledger lag p99 over the last {RSS_EVERY:.0f} s |" if lags else ""
     series = "\n".join(
         f"| {seconds:.0f} s | {' | '.join(f'{mb:.1f}' for mb in sample.values())} |"
+        + (f" <= {lags[seconds]} s |" if seconds in lags else " |" if lags else "")
         for seconds, sample in hub.rss_mb
     )
     return f"""Saturation for {WINDOW:.0f} s after {WARMUP:.0f} s warm-up: {hub.originals_per_s:.0f} originals/s, \
 {hub.cpu_ms_per_original["hub"]:.2f} ms hub CPU per original; ledger lag p99 <= {hub.ledger_lag_p99} s.
 
-Resident memory (MB):
+Resident memory (MB), and the ledger's lag when it ran:
 
-| into the window | {" | ".join(hub.rss_mb[0][1])} |
-|---|{"---|" * len(hub.rss_mb[0][1])}
+| into the window | {" | ".join(hub.rss_mb[0][1])} |{lag_column}
+|---|{"---|" * (len(hub.rss_mb[0][1]) + bool(lags))}
 {series}
 """
+
+
+async def ledger_only() -> str:
+    """`BENCH_ONLY=ledger`: the hub at saturation without the ledger and with it, side by side."""
+    workdir, subscriptions = workspace()
+    return await ledger_phase(workdir, subscriptions, await hub_phase(workdir, subscriptions))
 
 
 def memory(start: dict[str, float], end: dict[str, float]) -> str:
@@ -703,7 +731,8 @@ def main() -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         sys.exit("make bench needs wrk as its load generator: apt-get install wrk")
     only = os.environ.get("BENCH_ONLY")
-    print(asyncio.run(saturation_only() if only == "saturation" else run()))
+    modes = {"saturation": saturation_only, "ledger": ledger_only}
+    print(asyncio.run(modes.get(only, run)()))
 
 
 if __name__ == "__main__":
