@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,15 +77,23 @@ def one_by_one(handler: Handler, service: str) -> BatchHandler:
 
 class BatchConsumer:
     """Consume one queue in batches: whatever has arrived when the last batch is settled is the
-    next batch, so batches grow with the load and cost one round trip each. `_settle` decides."""
+    next batch, so batches grow with the load and cost one round trip each. `_settle` decides.
 
-    def __init__(self, channel: RawChannel, stopping: asyncio.Event) -> None:
+    With `linger` (seconds), a batch waits until its first delivery is that old, so that what
+    arrives soon after joins it (the ledger folds a message's receipt, validation and routing
+    into one write that way)."""
+
+    def __init__(self, channel: RawChannel, stopping: asyncio.Event, linger: float = 0.0) -> None:
         self._channel = channel
         self._stopping = stopping
+        self._linger = linger
         self._pending: list[DeliveredMessage] = []
+        self._first_arrived = 0.0  # monotonic time of the first pending delivery
         self._arrived = asyncio.Event()
 
     async def _on_delivery(self, delivery: DeliveredMessage) -> None:
+        if not self._pending:
+            self._first_arrived = time.monotonic()
         self._pending.append(delivery)
         self._arrived.set()
 
@@ -116,6 +125,8 @@ class BatchConsumer:
 
     async def _drain(self) -> None:
         while self._pending:
+            if (wait := self._first_arrived + self._linger - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             batch, self._pending = self._pending, []
             self._arrived.clear()
             await self._settle(batch)

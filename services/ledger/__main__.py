@@ -38,7 +38,8 @@ def main() -> None:
 
         async def recorder(channel: AbstractChannel, stopping: asyncio.Event) -> BatchConsumer:
             raw = await channel.get_underlay_channel()
-            recorders[:] = [Recorder(raw, stopping, store, topology, settings.database_url)]
+            linger = settings.ledger_linger_ms / 1000
+            recorders[:] = [Recorder(raw, stopping, store, topology, settings.database_url, linger)]
             return recorders[0]
 
         consume = worker_main(

@@ -27,9 +27,15 @@ log = logging.getLogger("integrator.ledger")
 
 class Recorder(BatchConsumer):
     def __init__(
-        self, channel: RawChannel, stopping: asyncio.Event, store: LedgerStore, topology: Topology, url: str
+        self,
+        channel: RawChannel,
+        stopping: asyncio.Event,
+        store: LedgerStore,
+        topology: Topology,
+        url: str,
+        linger: float,
     ) -> None:
-        super().__init__(channel, stopping)
+        super().__init__(channel, stopping, linger)
         self._store = store
         self._topology = topology
         self.persistence = Persistence(url, stopping)
