@@ -378,12 +378,16 @@ def p99_bucket(buckets: list[tuple[float, float]], since: list[tuple[float, floa
     return next(le for le, n in counts if n >= 0.99 * total)
 
 
-async def ledger_phase(workdir: Path, subscriptions: Path, without: Saturation) -> str:
-    """The hub at saturation with the ledger against the same without it, the ledger's lag at
-    100 originals/s and at saturation, and PostgreSQL's bytes per original: a report section."""
+async def ledger_phase(workdir: Path, subscriptions: Path, without: Saturation, rounds: int = 1) -> str:
+    """The hub at saturation with the ledger against the same without it (`rounds` times each,
+    alternating, medians compared), the ledger's lag at 100 originals/s and at saturation, and
+    PostgreSQL's bytes per original: a report section."""
     database_url = await create_database()
     try:
-        hub = await hub_phase(workdir, subscriptions, database_url)
+        withs, withouts = [await hub_phase(workdir, subscriptions, database_url)], [without]
+        for _ in range(rounds - 1):
+            withouts.append(await hub_phase(workdir, subscriptions))
+            withs.append(await hub_phase(workdir, subscriptions, database_url))
         slow = await latency_phase(workdir, subscriptions, 100, database_url)
         pool = await db.open_pool(database_url, max_size=1)
         async with pool.acquire() as conn:
@@ -395,20 +399,34 @@ async def ledger_phase(workdir: Path, subscriptions: Path, without: Saturation) 
         await pool.close()
     finally:
         await drop_database(database_url)
-    cpu = hub.cpu_ms_per_original
-    rise = cpu["machine"] / without.cpu_ms_per_original["machine"] - 1
+
+    def median(runs: list[Saturation], process: str) -> float:
+        return statistics.median(run.cpu_ms_per_original.get(process, 0.0) for run in runs)
+
+    rate_without = statistics.median(run.originals_per_s for run in withouts)
+    rate_with = statistics.median(run.originals_per_s for run in withs)
+    rise = median(withs, "machine") / median(withouts, "machine") - 1
+    by_round = ", ".join(
+        f"{w.cpu_ms_per_original['machine'] / wo.cpu_ms_per_original['machine'] - 1:+.0%}"
+        for wo, w in zip(withouts, withs, strict=True)
+    )
+    lag_saturation = max(run.ledger_lag_p99 or 0 for run in withs)
+    told = f"median of {rounds} alternating runs each; " if rounds > 1 else ""
     return f"""
 ### The ledger (same run)
 
+{told}machine CPU per original, with the ledger against without, run by run: {by_round}.
+
 | measure | without the ledger | with it | change |
 |---|---|---|---|
-| originals/s delivered at saturation | {without.originals_per_s:.0f} | {hub.originals_per_s:.0f} | {hub.originals_per_s / without.originals_per_s - 1:+.0%} |
-| machine CPU per original (PostgreSQL included), ms | {without.cpu_ms_per_original["machine"]:.2f} | {cpu["machine"]:.2f} | {rise:+.0%} |
-| hub CPU per original (services + RabbitMQ), ms | {without.cpu_ms_per_original["hub"]:.2f} | {cpu["hub"]:.2f} | |
-| the ledger process's CPU per original, ms | | {cpu["ledger"]:.3f} | |
-| RabbitMQ CPU per original, ms | {without.cpu_ms_per_original.get("rabbitmq", 0):.3f} | {cpu.get("rabbitmq", 0):.3f} | |
+| originals/s delivered at saturation | {rate_without:.0f} | {rate_with:.0f} | {rate_with / rate_without - 1:+.0%} |
+| machine CPU per original (PostgreSQL included), ms | {median(withouts, "machine"):.2f} | {median(withs, "machine"):.2f} | {rise:+.0%} |
+| hub CPU per original (services + RabbitMQ), ms | {median(withouts, "hub"):.2f} | {median(withs, "hub"):.2f} | |
+| the ledger process's CPU per original, ms | | {median(withs, "ledger"):.3f} | |
+| the gateway's CPU per original, ms | {median(withouts, "gateway"):.3f} | {median(withs, "gateway"):.3f} | |
+| RabbitMQ CPU per original, ms | {median(withouts, "rabbitmq"):.3f} | {median(withs, "rabbitmq"):.3f} | |
 | ledger lag p99 (receipt to written, histogram bucket), 100 originals/s | | <= {slow["ledger_lag_p99"]} s | |
-| ledger lag p99, saturation | | <= {hub.ledger_lag_p99} s | |
+| ledger lag p99, saturation (the worst run) | | <= {lag_saturation} s | |
 | PostgreSQL bytes per original (messages + copies, indexes, payload ~1.2 KB) | | {size / max(originals, 1):.0f} ({originals} originals) | |
 """
 
@@ -718,9 +736,11 @@ Resident memory (MB), and the ledger's lag when it ran:
 
 
 async def ledger_only() -> str:
-    """`BENCH_ONLY=ledger`: the hub at saturation without the ledger and with it, side by side."""
+    """`BENCH_ONLY=ledger`: the hub at saturation without the ledger and with it, side by side,
+    BENCH_ROUNDS (3) times each."""
     workdir, subscriptions = workspace()
-    return await ledger_phase(workdir, subscriptions, await hub_phase(workdir, subscriptions))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    return await ledger_phase(workdir, subscriptions, await hub_phase(workdir, subscriptions), rounds)
 
 
 def memory(start: dict[str, float], end: dict[str, float]) -> str:
