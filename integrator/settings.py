@@ -30,7 +30,7 @@ class Settings:
     retention_days: int = 30
     idempotency_hours: int = 24
     ledger_batch: int = 1000  # deliveries the ledger writes in one transaction, at most
-    ledger_linger_ms: int = 500  # how long the ledger gathers a batch: a message's events fold into one write
+    ledger_linger_ms: int = 250  # how long the ledger gathers a batch: a message's events fold into one write
     max_body_bytes: int = 1 << 20
     max_depth: int = 32  # nesting of objects and arrays in a request body
     max_keys: int = 1000  # keys of one object, or items of one array

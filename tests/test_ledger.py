@@ -19,6 +19,7 @@ from integrator.journal import EVENTS_TYPE
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.broker import body, depth, take
 from tests.support.processes import Stack
+from tests.support.scrape import scrape
 from tests.test_operations import cli
 
 Doc = dict[str, Any]
@@ -357,6 +358,27 @@ async def test_the_gateway_tells_the_ledger_of_its_pushes_a_turn_at_a_time(
     assert sorted(event[1] for event in events) == sorted(answer["message_id"] for answer in answers)
     assert {event[0] for event in events} == {"accepted"}
     assert len(entries) < len(answers), "one batch event per push: the receipts were not batched"
+
+
+async def test_a_message_s_events_fold_into_one_write(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """Gathering a batch for a moment, the ledger writes a message's receipt, validation and
+    routing as one row: its copies' rows are written with it, and the original only once."""
+    stack.env["INTEGRATOR_LEDGER_LINGER_MS"] = "2000"
+    await stack.start("gateway", "validator", "router", "ledger")
+    message_id = (await pushed(http, stack, NEW_PRODUCT))["message_id"]
+    await record_in(http, stack, message_id, "routed")
+    deadline = time.monotonic() + 10
+    while (written := await recorded(http, stack))["copies"] < 2:
+        assert time.monotonic() < deadline, f"the copies were never written: {written}"
+        await asyncio.sleep(0.05)
+    assert written == {"messages": 1, "copies": 2}
+
+
+async def recorded(http: aiohttp.ClientSession, stack: Stack) -> dict[str, float]:
+    """The ledger's count of rows written, by table."""
+    metrics = await scrape(http, stack.service_url("ledger"))
+    return {table: metrics.get(("integrator_ledger_recorded_total", (("table", table),)), 0.0)
+            for table in ("messages", "copies")}  # fmt: skip
 
 
 async def test_the_ledger_catches_up_on_what_passed_while_it_was_away(
