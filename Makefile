@@ -20,14 +20,15 @@ install: $(VENV)/.installed
 
 # Ctrl-C, a SIGTERM to make, or any one service exiting stops them all, each with one SIGTERM.
 # They run in sessions of their own (setsid), so a Ctrl-C reaches them only as that SIGTERM.
-run: install ## start gateway, validator, router and ledger against AMQP_URL and INTEGRATOR_DATABASE_URL
+run: export INTEGRATOR_ALLOW_PRIVATE_ENDPOINTS ?= true  # endpoints on this machine, for trying it out
+run: install ## start gateway, validator, router, ledger and deliverer against AMQP_URL and INTEGRATOR_DATABASE_URL
 	@$(BIN)/python -m integrator.check_broker
 	@$(BIN)/integrator db upgrade  # creates the ledger's database if it is missing
 	@$(BIN)/integrator tokens dev  # a development store and its token, on the first run
 	@pids=(); \
 	stop() { trap '' INT TERM; kill -TERM "$${pids[@]}" 2>/dev/null; wait "$${pids[@]}"; }; \
 	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; \
-	for service in validator router ledger gateway; do setsid $(BIN)/integrator-$$service & pids+=($$!); done; \
+	for service in validator router ledger deliverer gateway; do setsid $(BIN)/integrator-$$service & pids+=($$!); done; \
 	wait -n "$${pids[@]}"; status=$$?; stop; exit $$status
 
 test: install ## the whole suite against the broker at AMQP_URL

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 
 from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, costly_dry_run_script, wrk_script
+from bench.delivery import delivery_section
 from bench.filters import filter_section
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
 from integrator import db, stores
@@ -703,8 +704,10 @@ async def run() -> str:
     hostile = await hostile_phase(workdir, subscriptions)
     print("the hub with the ledger, at saturation and at 100/s ...", file=sys.stderr)
     ledger = await ledger_phase(workdir, subscriptions, hub)
+    print("delivery to endpoints ...", file=sys.stderr)
+    delivery = await delivery_section()
     sections = report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile)
-    return sections + ledger + filter_section()
+    return sections + ledger + delivery + filter_section()
 
 
 async def saturation_only() -> str:
@@ -751,7 +754,7 @@ def main() -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         sys.exit("make bench needs wrk as its load generator: apt-get install wrk")
     only = os.environ.get("BENCH_ONLY")
-    modes = {"saturation": saturation_only, "ledger": ledger_only}
+    modes = {"saturation": saturation_only, "ledger": ledger_only, "delivery": delivery_section}
     print(asyncio.run(modes.get(only, run)()))
 
 

@@ -8,7 +8,8 @@
                                              the ledger's messages, newest first
     integrator db upgrade                    create the database if missing and apply its migrations
     integrator subscriptions check FILE      every problem in a subscriptions file, with its place
-    integrator replay QUEUE [--type T] [--limit N]   send held messages back through the pipeline
+    integrator replay QUEUE [--type T] [--limit N]   send held messages (or parked.SUB) back again
+    integrator endpoints list | enable SUBSCRIBER    endpoint subscribers, and resuming one a 410 disabled
     integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
 
 Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
@@ -44,7 +45,8 @@ from integrator.topology import HOLDING, STAGES, Topology
 
 REPLAY_STRIPS = ("x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                 "x-last-death-reason", "errors", "reason")  # fmt: skip
+                 "x-last-death-reason", "errors", "reason", "attempts",
+                 "original-expiration")  # fmt: skip
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -135,6 +137,7 @@ def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
         "message": message.type,
         "reason": reason(message),
         "deliveries": (message.headers or {}).get("x-delivery-count", 0),
+        **({"attempts": attempts} if (attempts := (message.headers or {}).get("attempts")) else {}),
         "body": body,
     }
 
@@ -176,6 +179,8 @@ def replay_target(topology: Topology, stage: str, message: AbstractIncomingMessa
     unrouted ones routed again (after a subscription fix), dead ones go back where they died."""
     if stage == "unrouted":
         return topology.validated, message.type or ""
+    if stage.startswith("parked."):  # back to its endpoint's queue, the retry schedule afresh
+        return topology.accepted, stage.removeprefix("parked.")
     deaths = (message.headers or {}).get("x-death")
     if stage == "dead" and deaths:
         keys = deaths[0].get("routing-keys") or [""]
@@ -278,12 +283,20 @@ def tokens(settings: Settings, action: str, store_id: str | None, token_id: str 
 
 
 def shown_queue(name: str) -> str:
-    subscriber = name.removeprefix("accepted.")
-    if name in HOLDING or (subscriber != name and subscriber) or is_object_id(name):
+    if is_object_id(name) or name.removeprefix("accepted.") not in (name, ""):
         return name
-    raise argparse.ArgumentTypeError(
-        f"{name!r}: one of {', '.join(HOLDING)}, accepted.SUBSCRIBER or a message id"
-    )
+    try:
+        return held_queue(name)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: one of {', '.join(HOLDING)}, parked.SUBSCRIBER, accepted.SUBSCRIBER or a message id"
+        ) from None
+
+
+def held_queue(name: str) -> str:
+    if name in HOLDING or name.removeprefix("parked.") not in (name, ""):
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r}: one of {', '.join(HOLDING)} or parked.SUBSCRIBER")
 
 
 def moment(text: str) -> datetime:
@@ -314,10 +327,10 @@ def pattern(text: str) -> str:
     return text
 
 
-def check_subscriptions(path: Path) -> None:
+def check_subscriptions(path: Path, allow_private_endpoints: bool) -> None:
     """Print the file's subscribers if it is sound, else every problem in it, and exit 1."""
     try:
-        subscriptions = Subscriptions.load(path)
+        subscriptions = Subscriptions.load(path, allow_private_endpoints=allow_private_endpoints)
     except SubscriptionsError as exc:
         for problem in exc.problems:
             emit({"problem": problem})
@@ -353,6 +366,36 @@ async def messages(settings: Settings, query: ledger.Search, limit: int | None) 
         await pool.close()
 
 
+async def endpoints(settings: Settings, action: str, subscriber: str | None) -> None:
+    """`list`: each endpoint subscriber, whether it is enabled, and its settings (never its
+    secret); `enable SUBSCRIBER`: resume one a 410 disabled, its waiting copies first."""
+    loaded = Subscriptions.load(settings.subscriptions).subscribers
+    subscribers = {s.name: s.endpoint for s in loaded if s.endpoint is not None}
+    if action == "enable" and subscriber not in subscribers:
+        sys.exit(f"{subscriber!r} is not an endpoint subscriber in {settings.subscriptions}")
+    pool = await db.open_pool(settings.database_url, max_size=1)
+    try:
+        async with db.connection(pool) as conn:
+            if action == "enable":
+                status = await conn.execute(
+                    "DELETE FROM disabled_endpoints WHERE prefix = $1 AND subscriber = $2",
+                    settings.prefix, subscriber,
+                )  # fmt: skip
+                emit({"enabled": subscriber, "was_disabled": status != "DELETE 0"})
+                return
+            rows = await conn.fetch(
+                "SELECT subscriber, reason FROM disabled_endpoints WHERE prefix = $1", settings.prefix
+            )
+    finally:
+        await pool.close()
+    disabled = {row["subscriber"]: row["reason"] for row in rows}
+    for name, endpoint in subscribers.items():
+        emit({"subscriber": name, "url": endpoint.url, "enabled": name not in disabled,
+              **({"reason": disabled[name]} if name in disabled else {}),
+              "timeout_seconds": endpoint.timeout_seconds, "max_in_flight": endpoint.max_in_flight,
+              "rate": endpoint.rate})  # fmt: skip
+
+
 async def database_upgrade(settings: Settings) -> None:
     try:
         if await db.create_database(settings.database_url):
@@ -378,7 +421,7 @@ def parser() -> argparse.ArgumentParser:
         "show", help="list what a holding queue (or accepted.SUBSCRIBER) holds, with reasons"
     )
     sh.add_argument(
-        "queue", type=shown_queue, metavar="{" + ",".join(HOLDING) + ",accepted.SUBSCRIBER,MESSAGE_ID}"
+        "queue", type=shown_queue, metavar="{" + ",".join(HOLDING) + ",parked.SUB,accepted.SUB,MESSAGE_ID}"
     )
     sh.add_argument("--limit", type=int)
     m = commands.add_parser("messages", help="list the ledger's messages, newest first")
@@ -398,9 +441,12 @@ def parser() -> argparse.ArgumentParser:
     tk.add_argument("store_id", nargs="?")
     tk.add_argument("token_id", nargs="?")
     r = commands.add_parser("replay", help="send held messages back through the pipeline")
-    r.add_argument("queue", choices=HOLDING)
+    r.add_argument("queue", type=held_queue, metavar="{" + ",".join(HOLDING) + ",parked.SUBSCRIBER}")
     r.add_argument("--type", dest="message_type", help="only messages of this type")
     r.add_argument("--limit", type=int)
+    e = commands.add_parser("endpoints", help="endpoint subscribers; resume one that answered 410")
+    e.add_argument("action", choices=("list", "enable"))
+    e.add_argument("subscriber", nargs="?")
     return p
 
 
@@ -415,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(str(exc))
         return
     if args.command == "subscriptions":
-        check_subscriptions(args.file)
+        check_subscriptions(args.file, settings.allow_private_endpoints)
         return
     match args.command:
         case "stats":
@@ -432,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
             run = messages(settings, query, args.limit)
         case "db":
             run = database_upgrade(settings)
+        case "endpoints":
+            run = endpoints(settings, args.action, args.subscriber)
         case _:
             run = replay(settings, args.queue, args.message_type, args.limit)
     try:

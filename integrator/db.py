@@ -127,9 +127,7 @@ class Persistence:
         delay = self.FIRST_DELAY
         while True:
             try:
-                if not self._migrated:
-                    await self._upgrade()
-                    self._migrated = True
+                await self.migrated()
                 await step()
                 self._set_up(True)
                 return True
@@ -141,12 +139,16 @@ class Persistence:
                 return False
             delay = min(delay * 2, self.MAX_DELAY)
 
-    async def _upgrade(self) -> None:
-        """Apply the migrations this release has: the tables are never made by hand."""
+    async def migrated(self) -> None:
+        """Apply the migrations this release has, once: the tables are never made by hand.
+        DatabaseUnavailable while PostgreSQL is away."""
+        if self._migrated:
+            return
         try:
             await upgrade(self._url)
         except UNAVAILABLE as exc:
             raise DatabaseUnavailable(redact(str(exc))) from exc
+        self._migrated = True
 
     def _set_up(self, up: bool) -> None:
         if up != self.up:

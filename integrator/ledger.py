@@ -26,7 +26,7 @@ MICROSECOND = timedelta(microseconds=1)
 ORIGINAL = """SELECT message_id, message, store_id, state, received_at, updated_at, errors, warnings,
                      envelope, children, routing, timeline
               FROM messages WHERE day = $1 AND message_id = $2"""
-COPY = """SELECT c.message_id, c.parent_id, c.subscriber, c.state, c.updated_at, c.reason,
+COPY = """SELECT c.message_id, c.parent_id, c.subscriber, c.state, c.updated_at, c.reason, c.attempts,
                  m.message, m.store_id, m.received_at, m.warnings, m.envelope
           FROM copies c JOIN messages m ON m.day = c.day AND m.message_id = c.parent_id
           WHERE c.day = $1 AND c.message_id = $2"""
@@ -70,6 +70,7 @@ async def find(db: asyncpg.Pool, message_id: str, store_id: str | None) -> dict[
         "updated_at": _iso(copy["updated_at"]), "errors": [], "warnings": copy["warnings"] or [],
         "payload": _payload(copy["envelope"]), "parent_id": copy["parent_id"],
         "subscriber": copy["subscriber"], **({"reason": copy["reason"]} if copy["reason"] else {}),
+        "attempts": copy["attempts"] or [],
     }  # fmt: skip
 
 

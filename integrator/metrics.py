@@ -121,6 +121,38 @@ database_up = Gauge(
     registry=None,
 )
 
+delivery_attempts = Counter(
+    "integrator_delivery_attempts",
+    "Requests to endpoints, by subscriber and outcome: 2xx, 3xx, 4xx, 5xx, error (no answer).",
+    ["subscriber", "outcome"],
+    registry=None,
+)
+delivery_seconds = Histogram(
+    "integrator_delivery_seconds",
+    "Time from a request to an endpoint to its answer, or to giving up on one.",
+    ["subscriber"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+endpoint_queue_depth = Gauge(
+    "integrator_endpoint_queue_depth",
+    "Copies waiting on an endpoint subscriber's queue, read every few seconds.",
+    ["subscriber"],
+    registry=None,
+)
+circuit_state = Gauge(
+    "integrator_endpoint_circuit_state",
+    "An endpoint's circuit: 0 closed (sending), 1 open (failing: waiting), 2 half-open (probing).",
+    ["subscriber"],
+    registry=None,
+)
+endpoint_disabled = Gauge(
+    "integrator_endpoint_disabled",
+    "1 while an endpoint is disabled (it answered 410 Gone), until `integrator endpoints enable`.",
+    ["subscriber"],
+    registry=None,
+)
+
 WORKER = (handler_failures, set_aside, confirm_seconds, in_flight)
 BY_SERVICE = {
     "gateway": (requests, confirm_seconds, in_flight),
@@ -137,6 +169,15 @@ BY_SERVICE = {
         *WORKER,
     ),
     "ledger": (ledger_recorded, ledger_skipped, ledger_write_seconds, ledger_lag_seconds, database_up),
+    "deliverer": (
+        delivery_attempts,
+        delivery_seconds,
+        endpoint_queue_depth,
+        circuit_state,
+        endpoint_disabled,
+        confirm_seconds,
+        database_up,
+    ),
 }
 """Each service exports only what it keeps: no router counter stands at 0 on the gateway."""
 

@@ -25,6 +25,9 @@ class Settings:
     validator_port: int = 8081  # /healthz, /readyz, /metrics
     router_port: int = 8082
     ledger_port: int = 8084
+    deliverer_port: int = 8085
+    retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    allow_private_endpoints: bool = False  # endpoints on loopback, private and link-local addresses
     ledger: bool = True  # feed the ledger's queue: the gateway's receipts and the workers' batch events
     database_url: str = "postgresql://localhost:5432/integrator"
     retention_days: int = 30
@@ -85,4 +88,9 @@ def _parse(kind: type, raw: str) -> Any:
         return value
     if kind is float:
         return float(raw)
+    if kind is tuple:  # of seconds, comma-separated
+        values = tuple(float(part) for part in raw.split(","))
+        if not all(0 < value <= 7 * 86_400 for value in values):
+            raise ValueError("expected seconds above 0 and at most a week, comma-separated")
+        return values
     return kind(raw)

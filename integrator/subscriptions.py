@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import yaml
 
+from integrator.endpoints import Endpoint, address_problems, parse_endpoint
 from integrator.filters import MISSING, WILDCARD, Path, Rule, RuleError, compile_rule, parse_path, value_at
 from integrator.ids import is_object_id
 
@@ -28,7 +29,7 @@ PATTERN_SEGMENT = re.compile(r"[a-z0-9_]+|\*|#")
 
 
 DELIVERED, TYPE, STORE, FILTER, IDENTIFIER = "delivered", "type", "store", "filter", "identifier"
-KEYS = ("messages", "stores", "filters", "match", "identifiers", "identifier_days")
+KEYS = ("messages", "stores", "filters", "match", "identifiers", "identifier_days", "endpoint")
 DEFAULT_IDENTIFIER_DAYS = 30
 SHOWN_MAX = 300  # characters of an identity shown in a routing explanation
 
@@ -61,6 +62,7 @@ class Subscriber:
     match_any: bool = False
     identifiers: tuple[tuple[str, Path], ...] = ()
     identifier_days: int = DEFAULT_IDENTIFIER_DAYS
+    endpoint: Endpoint | None = None  # None: the subscriber consumes its queue itself
 
     def wants_store(self, store_id: str) -> bool:
         return self.stores is None or store_id in self.stores
@@ -125,8 +127,11 @@ class Subscriptions:
         return tuple((s, any(topic_matches(p, segments) for p in s.patterns)) for s in self.subscribers)
 
     @classmethod
-    def load(cls, path: FilePath) -> Subscriptions:
-        """The file's subscriptions; SubscriptionsError naming the file and every problem in it."""
+    def load(cls, path: FilePath, *, allow_private_endpoints: bool = True) -> Subscriptions:
+        """The file's subscriptions; SubscriptionsError naming the file and every problem in it.
+
+        Unless `allow_private_endpoints`, an endpoint at an address the hub may not send to is
+        one (what the deliverer and `integrator subscriptions check` ask)."""
         try:
             document = yaml.safe_load(path.read_text())
         except OSError as exc:
@@ -134,9 +139,12 @@ class Subscriptions:
         except yaml.YAMLError as exc:
             raise SubscriptionsError([f"{path}: not valid YAML: {exc}"]) from None
         try:
-            return cls.parse(document)
+            subscriptions = cls.parse(document)
+            if not allow_private_endpoints and (problems := address_problems(subscriptions.subscribers)):
+                raise SubscriptionsError(problems)
         except SubscriptionsError as exc:
             raise SubscriptionsError([f"{path}: {problem}" for problem in exc.problems]) from None
+        return subscriptions
 
     @classmethod
     def parse(cls, document: Any) -> Subscriptions:
@@ -183,11 +191,12 @@ def _subscriber(name: Any, spec: Any, problems: list[str]) -> Subscriber | None:
     days = spec.get("identifier_days", DEFAULT_IDENTIFIER_DAYS)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
         problems.append(f"identifier_days: {days!r} is not a whole number of days from 1 to 3650")
+    endpoint = parse_endpoint(spec["endpoint"], problems) if "endpoint" in spec else None
     if problems:
         return None
     patterns = tuple(tuple(p.split(":")) for p in messages)
     frozen_stores = None if stores is None else frozenset(stores)
-    return Subscriber(name, patterns, frozen_stores, filters, match == "any", identifiers, days)
+    return Subscriber(name, patterns, frozen_stores, filters, match == "any", identifiers, days, endpoint)
 
 
 def _filters(specs: Any, problems: list[str]) -> tuple[Rule, ...]:

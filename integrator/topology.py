@@ -4,6 +4,8 @@
                                    │                            └─▶ <p>.unrouted
                                    └─▶ <p>.rejected
     any queue, after `delivery_limit` failed deliveries ──▶ <p>.dead
+    deliverer: <p>.accepted.<endpoint sub> ─▶ POST; to retry ─▶ <p>.retry.<N>s ─(N s later)─▶ <p>.accepted
+                                                   spent ─▶ <p>.parked.<sub>
     the gateway's and the workers' batch events (<p>.ledger), and <p>.dead ──▶ <p>.ledger ──▶ ledger
 
 Each name is both an exchange and the queue bound to it; `accepted` is a direct exchange keyed by
@@ -33,6 +35,10 @@ HOLDING = ("rejected", "unrouted", "dead")
 STAGES = ("incoming", "validated", "rejected", "unrouted", "dead")
 """Queues every service declares; each is fed by a fanout exchange of the same name."""
 
+RETRY_AFTER_STEPS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400)
+"""Delays (s) a Retry-After is rounded up to, so that its wait has a delay queue of its own: each
+queue's copies then expire in the order they arrived, none held up behind a longer wait."""
+
 
 @dataclass(frozen=True, slots=True)
 class Topology:
@@ -40,10 +46,12 @@ class Topology:
     delivery_limit: int
     max_backlog: int = 0  # 0: unbounded
     ledger: bool = True
+    retry_schedule: tuple[float, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        return cls(settings.prefix, settings.delivery_limit, settings.max_backlog, settings.ledger)
+        s = settings
+        return cls(s.prefix, s.delivery_limit, s.max_backlog, s.ledger, s.retry_schedule)
 
     def name(self, stage: str) -> str:
         return f"{self.prefix}.{stage}"
@@ -80,6 +88,23 @@ class Topology:
     def accepted_queue(self, subscriber: str) -> str:
         return f"{self.accepted}.{subscriber}"
 
+    def parked_queue(self, subscriber: str) -> str:
+        return f"{self.name('parked')}.{subscriber}"
+
+    @property
+    def delays(self) -> tuple[float, ...]:
+        """Every delay a copy may wait before its next attempt, each with its delay queue."""
+        return tuple(sorted({*self.retry_schedule, *RETRY_AFTER_STEPS}))
+
+    def delay_for(self, seconds: float) -> float:
+        """The shortest delay of a delay queue that waits at least `seconds` (or the longest)."""
+        return next((delay for delay in self.delays if delay >= seconds), self.delays[-1])
+
+    def delay_exchange(self, delay: float) -> str:
+        """A delay queue and the fanout exchange that feeds it; copies published there with their
+        subscriber as the routing key dead-letter back to `accepted` when they expire."""
+        return self.name(f"retry.{delay:g}s")
+
     def queue_arguments(self, stage: str) -> dict[str, Any]:
         """Quorum queues; all but `dead` hand a message that keeps failing to `dead`, losing nothing.
 
@@ -89,13 +114,19 @@ class Topology:
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
         if stage == "ledger":
             return arguments
+        if stage == "delay":  # no consumer: copies leave when they expire
+            return arguments | {
+                "x-dead-letter-exchange": self.accepted,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
         if stage != "dead":
             arguments |= {
                 "x-dead-letter-exchange": self.dead,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             }
-        if stage not in HOLDING:
+        if stage not in (*HOLDING, "parked"):
             # consumed queues only: looking at a holding queue (integrator show) returns what it
             # reads, which must not count toward moving it on
             arguments["x-delivery-limit"] = self.delivery_limit
@@ -129,6 +160,17 @@ class Topology:
         for subscriber in subscribers:
             queue = await self._declare_queue(channel, self.accepted_queue(subscriber), "accepted")
             await queue.bind(accepted, routing_key=subscriber)
+
+    async def declare_delivery(self, channel: AbstractChannel, subscribers: Iterable[str]) -> None:
+        """The delay queues of every retry, and a parked queue per endpoint subscriber."""
+        for delay in self.delays:
+            exchange = await channel.declare_exchange(
+                self.delay_exchange(delay), aio_pika.ExchangeType.FANOUT, durable=True
+            )
+            queue = await self._declare_queue(channel, exchange.name, "delay")
+            await queue.bind(exchange)
+        for subscriber in subscribers:
+            await self._declare_queue(channel, self.parked_queue(subscriber), "parked")
 
     async def _declare_ledger(self, channel: AbstractChannel) -> None:
         """The ledger's queue takes the batch events (the gateway's receipts carry the payload)

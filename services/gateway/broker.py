@@ -8,13 +8,12 @@ import time
 
 from aio_pika.abc import AbstractConnection
 
-from integrator import metrics
+from integrator import journal, metrics
 from integrator.connection import BROKER_ERRORS, stay_connected
-from integrator.journal import Journal
+from integrator.journal import Journal, TurnJournal
 from integrator.publisher import Outbound, Publisher, PublishFailed
 from integrator.settings import Settings
 from integrator.topology import Topology
-from services.gateway.receipts import Receipts
 
 log = logging.getLogger("integrator.gateway")
 
@@ -34,7 +33,7 @@ class BrokerLink:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.topology = Topology.from_settings(settings)
-        self._receipts = Receipts(Journal(self.topology)) if settings.ledger else None
+        self._receipts = TurnJournal(Journal(self.topology)) if settings.ledger else None
         self._publisher: Publisher | None = None
         self._in_flight = 0
         metrics.in_flight.labels("gateway").set_function(lambda: self._in_flight)  # read when scraped
@@ -48,7 +47,11 @@ class BrokerLink:
         """Return once the broker confirmed `out` (and the ledger's receipt of it), or raise
         BrokerUnavailable."""
         publisher = self.admit()
-        receipt = None if self._receipts is None else self._receipts.add(publisher, out)
+        receipt = None
+        if self._receipts is not None:  # the ledger learns of the message from this receipt
+            props = out.properties
+            event = journal.accepted(props.message_id, props.message_type, props.headers, out.body)
+            receipt = self._receipts.tell(publisher, event)
         self._in_flight += 1
         try:
             await publisher.publish(out)

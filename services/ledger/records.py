@@ -60,6 +60,7 @@ class Copy:
     state: str
     updated_at: int
     reason: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # at its endpoint, in any order
 
 
 class Batch:
@@ -97,6 +98,10 @@ class Batch:
         at = doc["at"]
         for event in doc["events"]:
             kind, message_id = event[0], _object_id(event[1])
+            if kind == "attempt":  # of a copy, at its endpoint
+                parent_id, subscriber, attempt, state = event[2:]
+                self._copy(at, message_id, _object_id(parent_id), subscriber, state, attempt=attempt)
+                continue
             row = self.original(message_id)
             if kind == "accepted":
                 self._accepted(at, row, *event[2:])
@@ -142,11 +147,24 @@ class Batch:
             self.original(message_id).happened(at, "dead", reason)
 
     def _copy(
-        self, at: int, copy_id: str, parent_id: str, subscriber: str, state: str, reason: str | None = None
+        self,
+        at: int,
+        copy_id: str,
+        parent_id: str,
+        subscriber: str,
+        state: str,
+        reason: str | None = None,
+        attempt: dict[str, Any] | None = None,
     ) -> None:
+        """A copy's latest state wins; its attempts add up, whatever their order."""
         known = self.copies.get(copy_id)
         if known is None or at >= known.updated_at:
-            self.copies[copy_id] = Copy(day_of(parent_id), copy_id, parent_id, subscriber, state, at, reason)
+            attempts = [] if known is None else known.attempts
+            known = self.copies[copy_id] = Copy(
+                day_of(parent_id), copy_id, parent_id, subscriber, state, at, reason, attempts
+            )
+        if attempt is not None:
+            known.attempts.append(attempt)
 
 
 def dead_reason(headers: dict[str, Any]) -> str:

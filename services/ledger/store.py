@@ -51,13 +51,18 @@ ON CONFLICT (day, message_id) DO UPDATE SET
 """
 
 UPSERT_COPIES = """
-INSERT INTO copies AS c (day, message_id, parent_id, subscriber, state, updated_at, reason)
-SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                     $7::text[])
+INSERT INTO copies AS c (day, message_id, parent_id, subscriber, state, updated_at, reason, attempts)
+SELECT day, message_id, parent_id, subscriber, state, updated_at, reason, attempts::jsonb
+FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::text[], $8::text[])
+     AS t (day, message_id, parent_id, subscriber, state, updated_at, reason, attempts)
 ON CONFLICT (day, message_id) DO UPDATE SET
     state = CASE WHEN excluded.updated_at >= c.updated_at THEN excluded.state ELSE c.state END,
     reason = CASE WHEN excluded.updated_at >= c.updated_at THEN excluded.reason ELSE c.reason END,
-    updated_at = GREATEST(c.updated_at, excluded.updated_at)
+    updated_at = GREATEST(c.updated_at, excluded.updated_at),
+    attempts = CASE WHEN excluded.attempts IS NULL THEN c.attempts ELSE  -- in time; each once
+        (SELECT jsonb_agg(e ORDER BY (e->>'at')::bigint, e) FROM (SELECT DISTINCT e
+         FROM jsonb_array_elements(COALESCE(c.attempts, '[]') || excluded.attempts) e) d) END
 """
 
 
@@ -68,6 +73,10 @@ def _json(value: object) -> str | None:
 
 def _when(event: list) -> tuple[int, int]:
     return event[0], RANK[event[1]]
+
+
+def _in_time(attempts: list[dict]) -> list[dict] | None:
+    return sorted(attempts, key=lambda attempt: attempt["at"]) if attempts else None
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -105,7 +114,7 @@ class LedgerStore:
                 if copies:
                     await conn.execute(UPSERT_COPIES, *_columns(
                         (r.day, r.message_id, r.parent_id, r.subscriber, r.state,
-                         _time(r.updated_at), r.reason) for r in copies
+                         _time(r.updated_at), r.reason, _json(_in_time(r.attempts))) for r in copies
                     ))  # fmt: skip
         metrics.ledger_recorded.labels("messages").inc(len(originals))
         metrics.ledger_recorded.labels("copies").inc(len(copies))

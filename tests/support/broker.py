@@ -11,6 +11,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from integrator.settings import Settings
 from integrator.topology import STAGES, Topology
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
@@ -61,12 +62,16 @@ def body(message: AbstractIncomingMessage) -> Any:
 
 
 async def delete_topology(prefix: str, subscribers: tuple[str, ...] = ()) -> None:
-    topology = Topology(prefix, delivery_limit=0)  # only names are needed
+    # only names are needed; the delay queues are those of the default schedule and Retry-After
+    topology = Topology(prefix, delivery_limit=0, retry_schedule=Settings().retry_schedule)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
         queues = [topology.name(s) for s in STAGES] + [topology.accepted_queue(s) for s in subscribers]
-        for queue in [*queues, topology.ledger_events]:
+        parked = [topology.parked_queue(s) for s in subscribers]
+        delays = [topology.delay_exchange(d) for d in topology.delays]
+        for queue in [*queues, topology.ledger_events, *parked, *delays]:
             await channel.queue_delete(queue)
-        for exchange in [topology.name(s) for s in STAGES] + [topology.accepted, topology.ledger_events]:
+        exchanges = [topology.name(s) for s in STAGES] + [topology.accepted, topology.ledger_events]
+        for exchange in [*exchanges, *delays]:
             await channel.exchange_delete(exchange)

@@ -76,14 +76,14 @@ class Service:
 
 @dataclass
 class Stack:
-    """The gateway, validator, router and ledger under one prefix."""
+    """The gateway, validator, router, ledger and deliverer under one prefix."""
 
     prefix: str
     workdir: Path
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     health_ports: dict[str, int] = field(
-        default_factory=lambda: {"validator": free_port(), "router": free_port(), "ledger": free_port()}
+        default_factory=lambda: {name: free_port() for name in ("validator", "router", "ledger", "deliverer")}
     )
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -103,6 +103,7 @@ class Stack:
                 "INTEGRATOR_VALIDATOR_PORT": str(self.health_ports["validator"]),
                 "INTEGRATOR_ROUTER_PORT": str(self.health_ports["router"]),
                 "INTEGRATOR_LEDGER_PORT": str(self.health_ports["ledger"]),
+                "INTEGRATOR_DELIVERER_PORT": str(self.health_ports["deliverer"]),
                 "INTEGRATOR_AUTH": "false",  # tests/test_auth.py turns it on
                 **self.env,
             }

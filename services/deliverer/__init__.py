@@ -1,0 +1,1 @@
+"""The deliverer: copies for subscribers that are web endpoints, POSTed, signed and retried."""
