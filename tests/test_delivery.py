@@ -19,6 +19,7 @@ from tests.conftest import NEW_PRODUCT, STORE
 from tests.support.broker import depth
 from tests.support.processes import Stack
 from tests.support.receiver import Answer, Receiver
+from tests.support.scrape import scrape
 from tests.test_ledger import pushed, record_in
 from tests.test_operations import cli
 
@@ -64,6 +65,12 @@ async def test_a_copy_is_delivered_once_signed(
         assert (attempt["status"], attempt["error"], attempt["response"]) == (200, None, "ok")
         await asyncio.sleep(1.5)  # nothing more comes: once, not again
         assert len(receiver.requests) == 1
+        metrics = await scrape(http, delivering.service_url("deliverer"))
+        assert (
+            metrics[("integrator_delivery_attempts_total", (("outcome", "2xx"), ("subscriber", "hooks")))]
+            == 1
+        )
+        assert metrics[("integrator_endpoint_circuit_state", (("subscriber", "hooks"),))] == 0
 
 
 async def test_a_failing_endpoint_gets_the_same_copy_until_it_answers(
@@ -253,3 +260,38 @@ def test_addresses_the_hub_will_not_send_to(host: str, refused: bool) -> None:
     from integrator.endpoints import host_refusal
 
     assert (host_refusal(host) is not None) == refused
+
+
+async def test_the_circuit_opens_after_failures_in_a_row_and_a_probe_closes_it() -> None:
+    from services.deliverer.gates import CLOSED, HALF_OPEN, OPEN, Circuit
+
+    circuit = Circuit(failures_to_open=3, cooldown=0.2)
+    for _ in range(2):
+        await circuit.admit()
+        circuit.record(False)
+    assert circuit.state == CLOSED, "two failures do not open it"
+    circuit.record(False)
+    assert circuit.state == OPEN
+    started = time.monotonic()
+    attempts = {asyncio.ensure_future(circuit.admit()) for _ in range(2)}
+    (_probe,), waiting = await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+    assert time.monotonic() - started >= 0.19 and circuit.state == HALF_OPEN
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiting), "one probe at a time"
+    circuit.record(False)  # the probe failed: open again, for twice as long
+    assert circuit.state == OPEN
+    await asyncio.wait(waiting)  # the other is the next probe, 0.4 s on
+    assert time.monotonic() - started >= 0.59
+    circuit.record(True)
+    assert circuit.state == CLOSED
+    await asyncio.wait_for(circuit.admit(), 0.01)
+
+
+async def test_a_rate_spaces_the_requests() -> None:
+    from services.deliverer.gates import Pace
+
+    pace = Pace(20)
+    started = time.monotonic()
+    for _ in range(5):
+        await pace.take()
+    assert time.monotonic() - started >= 0.19  # the first at once, then one every 50 ms

@@ -224,7 +224,10 @@ def test_cli_show_refuses_a_queue_it_does_not_know(stack: Stack) -> None:
     process = cli_process(stack, "show", "accepted.")
     _, err = process.communicate(timeout=30)
     assert process.returncode == 2
-    assert "'accepted.': one of rejected, unrouted, dead, accepted.SUBSCRIBER or a message id" in err
+    assert (
+        "'accepted.': one of rejected, unrouted, dead, parked.SUBSCRIBER, accepted.SUBSCRIBER or a message id"
+        in err
+    )
 
 
 async def test_cli_show_and_replay_rejected_after_a_schema_fix(
@@ -428,7 +431,7 @@ async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aio
 def test_make_run_creates_its_database_and_stops_its_services_once_each(
     stop: str, prefix: str, tmp_path: Path, subscriptions_file: Path
 ) -> None:
-    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER", "LEDGER")}
+    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER", "LEDGER", "DELIVERER")}
     database = f"{SERVER}/integrator_test_{prefix.replace('-', '_')}"  # not there yet: make run makes it
     env = {
         "INTEGRATOR_DATABASE_URL": database,
@@ -446,7 +449,8 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
     try:
         deadline = time.monotonic() + 60
         ready = ['"event":"accepting messages"'] + [
-            f'"service":"{name}","event":"consuming"' for name in ("validator", "router", "ledger")
+            f'"service":"{name}","event":"consuming"'
+            for name in ("validator", "router", "ledger", "deliverer")
         ]
         while not all(sign in output.read_text() for sign in ready):
             assert make.poll() is None, output.read_text()
@@ -465,13 +469,14 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
     lines = [orjson.loads(line) for line in output.read_text().splitlines() if line.startswith('{"time"')]
     stops = sorted((e["service"], e["signal"]) for e in lines if e["event"] == "stop requested")
     assert stops == [
+        ("deliverer", "SIGTERM"),
         ("gateway", "SIGTERM"),
         ("ledger", "SIGTERM"),
         ("router", "SIGTERM"),
         ("validator", "SIGTERM"),
     ]
     stopped = sorted(e["service"] for e in lines if e["event"] == "stopped")
-    assert stopped == ["gateway", "ledger", "router", "validator"], "each finished its stop"
+    assert stopped == ["deliverer", "gateway", "ledger", "router", "validator"], "each finished its stop"
     assert "No child processes" not in output.read_text()
     for port in ports.values():  # nothing left listening
         with socket.socket() as s:

@@ -285,7 +285,7 @@ def test_subscriptions_check_prints_every_problem_with_its_place(stack: Stack, t
     assert process.returncode == 1
     assert [json.loads(line)["problem"] for line in out.splitlines()] == [
         f"{broken}: subscriber 'shipping': unknown keys ['colour'] (expected messages, stores, filters,"
-        " match, identifiers, identifier_days)",
+        " match, identifiers, identifier_days, endpoint)",
         f"{broken}: subscriber 'shipping': 'stores' must be a list of 24-hex store ids",
         f"{broken}: subscriber 'shipping': filters[0].path: 'shipment..number' is not a dotted path"
         " (empty segment, or deeper than 32)",
