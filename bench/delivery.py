@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import aio_pika
@@ -92,7 +93,7 @@ async def run_once(workdir: Path, port: int, paths: dict[str, str], database_url
         f"      secret: {SECRET}\n" for sub, path in paths.items()))  # fmt: skip
     env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), "INTEGRATOR_ALLOW_PRIVATE_ENDPOINTS": "true",
            "INTEGRATOR_DATABASE_URL": database_url}  # fmt: skip
-    topology = Topology(name, 20, retry_schedule=Settings().retry_schedule)
+    topology = Topology.from_settings(replace(Settings(), prefix=name))
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         await topology.declare(channel, tuple(paths))
