@@ -59,9 +59,7 @@ def parse_endpoint(
     if not isinstance(spec, dict):
         problems.append("endpoint: expected a mapping with 'url' and 'secret' or 'secret_env'")
         return None
-    unknown = [key for key in spec if key not in KEYS]
-    if unknown:
-        problems.append(f"endpoint: unknown keys {unknown} (expected {', '.join(KEYS)})")
+    unknown = unknown_keys(spec, KEYS, problems, "endpoint: ")
     found: list[str] = []
     url = spec.get("url")
     if not isinstance(url, str) or (refusal := url_problem(url)) is not None:
@@ -80,6 +78,14 @@ def parse_endpoint(
     if found or unknown:
         return None
     return Endpoint(url, secrets, float(timeout), in_flight, None if rate is None else float(rate))
+
+
+def unknown_keys(spec: dict[str, Any], keys: tuple[str, ...], problems: list[str], where: str = "") -> bool:
+    """Whether `spec` has keys not in `keys`; if so, they are added to `problems`."""
+    unknown = [key for key in spec if key not in keys]
+    if unknown:
+        problems.append(f"{where}unknown keys {unknown} (expected {', '.join(keys)})")
+    return bool(unknown)
 
 
 def _secrets(spec: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> tuple[bytes, ...]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import yaml
 
-from integrator.endpoints import Endpoint, address_problems, parse_endpoint
+from integrator.endpoints import Endpoint, address_problems, parse_endpoint, unknown_keys
 from integrator.filters import MISSING, WILDCARD, Path, Rule, RuleError, compile_rule, parse_path, value_at
 from integrator.ids import is_object_id
 
@@ -170,9 +170,7 @@ def _subscriber(name: Any, spec: Any, problems: list[str]) -> Subscriber | None:
     if not isinstance(spec, dict):
         problems.append("expected a mapping with 'messages'")
         return None
-    unknown = [key for key in spec if key not in KEYS]
-    if unknown:
-        problems.append(f"unknown keys {unknown} (expected {', '.join(KEYS)})")
+    unknown_keys(spec, KEYS, problems)
     messages = spec.get("messages")
     if not isinstance(messages, list) or not messages:
         problems.append("'messages' must be a non-empty list of patterns")

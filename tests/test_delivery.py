@@ -43,7 +43,7 @@ def delivering(stack: Stack, subscriptions_file: Path) -> Stack:
 
 
 async def test_a_copy_is_delivered_once_signed(
-    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession
+    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
     async with Receiver() as receiver:
         endpoints(subscriptions_file, hooks=receiver.url)
@@ -63,7 +63,10 @@ async def test_a_copy_is_delivered_once_signed(
         record = await record_in(http, delivering, copy_id, "delivered")
         ((attempt),) = record["attempts"]
         assert (attempt["status"], attempt["error"], attempt["response"]) == (200, None, "ok")
-        await asyncio.sleep(1.5)  # nothing more comes: once, not again
+        # once, not again: nothing waits for a retry or on the queue (the ledger hears of the
+        # attempt only once the copy is settled)
+        waiting = [f"{delivering.prefix}.{queue}" for queue in ("accepted.hooks", "retry.1s")]
+        assert [await depth(channel, queue) for queue in waiting] == [0, 0]
         assert len(receiver.requests) == 1
         metrics = await scrape(http, delivering.service_url("deliverer"))
         assert (
