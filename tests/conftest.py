@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from integrator import db, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
 from integrator.subscriptions import Subscriptions, SubscriptionsError
-from tests.support.broker import AMQP_URL, delete_topology
+from tests.support.broker import AMQP_URL, delete_names, delete_topology, left_by_this_run, new_prefix
 from tests.support.database import SERVER, create_database, drop_database
 from tests.support.processes import Stack
 from tests.support.proxy import Proxy
@@ -52,8 +51,27 @@ NEW_PRODUCT = {
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}"
+def prefix(request: pytest.FixtureRequest) -> str:
+    name = new_prefix()
+    PREFIXES[name] = request.node.nodeid
+    return name
+
+
+PREFIXES: dict[str, str] = {}
+"""Each prefix of the run and the test that took it, to name the test that left queues behind."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def nothing_left_on_the_broker() -> AsyncIterator[None]:
+    """Every test removes what it declared on the machine's broker; what is left is removed here
+    and fails the run, naming the tests (see `left_by_this_run` for why it matters)."""
+    yield
+    if (left := left_by_this_run()) is None:
+        return
+    queues, exchanges = left
+    await delete_names(queues, exchanges)
+    leakers = sorted({PREFIXES.get(name.split(".")[0], name) for name in queues})
+    assert not queues, f"{len(queues)} queues left on the broker by: {', '.join(leakers)}"
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from aio_pika.abc import AbstractChannel
 from prometheus_client.parser import text_string_to_metric_families
 
 from integrator.logs import redact
-from tests.conftest import NEW_PRODUCT, STORE
-from tests.support.broker import AMQP_URL, body, depth, next_message, take
+from tests.conftest import NEW_PRODUCT, STORE, SUBSCRIBERS
+from tests.support.broker import AMQP_URL, body, delete_topology, depth, next_message, take
 from tests.support.database import SERVER, drop_database
-from tests.support.processes import ROOT, Service, Stack, free_port
+from tests.support.processes import ROOT, Service, Stack, free_port, kill_services_of
 from tests.support.proxy import Proxy
 from tests.support.scrape import scrape
 
@@ -464,7 +464,10 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
+        left_running = kill_services_of(prefix)  # make stops them; if it did not, they must not linger
         asyncio.run(drop_database(database))
+        asyncio.run(delete_topology(prefix, SUBSCRIBERS))
+    assert not left_running, f"make run left services running: {left_running}"
     assert f'"created":"{database}"' in output.read_text()
     lines = [orjson.loads(line) for line in output.read_text().splitlines() if line.startswith('{"time"')]
     stops = sorted((e["service"], e["signal"]) for e in lines if e["event"] == "stop requested")

@@ -21,6 +21,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kill_services_of(prefix: str) -> list[int]:
+    """SIGKILL every process running with INTEGRATOR_PREFIX=`prefix` (services a test started in
+    sessions of their own, as `make run` does); returns their pids."""
+    marker = f"INTEGRATOR_PREFIX={prefix}".encode()
+    killed = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+                killed.append(int(environ.parent.name))
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    return killed
+
+
 @dataclass
 class Service:
     """One service process, logging to a file the test can read."""
