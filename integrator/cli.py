@@ -33,20 +33,15 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from integrator import db, journal, ledger, stores
+from integrator import db, ledger, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
-from integrator.envelope import now_ms
-from integrator.ids import is_object_id, new_message_id
+from integrator.held import act_on, describe, held, replay_target
+from integrator.ids import is_object_id
 from integrator.logs import redact
 from integrator.settings import Settings
 from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern
 from integrator.topology import HOLDING, STAGES, Topology
-
-REPLAY_STRIPS = ("x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
-                 "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                 "x-last-death-reason", "errors", "reason", "attempts",
-                 "original-expiration")  # fmt: skip
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -127,46 +122,6 @@ async def tail(settings: Settings, subscriber: str, count: int | None) -> None:
                     return
 
 
-def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
-    try:
-        body: Any = orjson.loads(message.body)
-    except orjson.JSONDecodeError:
-        body = message.body.decode(errors="replace")
-    return {
-        "message_id": message.message_id,
-        "message": message.type,
-        "reason": reason(message),
-        "deliveries": (message.headers or {}).get("x-delivery-count", 0),
-        **({"attempts": attempts} if (attempts := (message.headers or {}).get("attempts")) else {}),
-        "body": body,
-    }
-
-
-def reason(message: AbstractIncomingMessage) -> str | None:
-    headers = message.headers or {}
-    if "errors" in headers:
-        return "; ".join(f"{e['path'] or '/'}: {e['message']}" for e in headers["errors"])
-    if "reason" in headers:
-        return str(headers["reason"])
-    if deaths := headers.get("x-death"):
-        return f"{deaths[0]['reason']} in {deaths[0]['queue']}"
-    return None
-
-
-async def held(ch: AbstractChannel, queue: str, limit: int | None) -> AsyncIterator[AbstractIncomingMessage]:
-    """Every message waiting in `queue`, each left unacked until the channel closes, which puts
-    back what is not acked. On a subscriber's queue that counts as one delivery of each toward
-    INTEGRATOR_DELIVERY_LIMIT: the broker has no other way to look."""
-    q = await ch.get_queue(queue, ensure=False)
-    taken = 0
-    while limit is None or taken < limit:
-        message = await q.get(no_ack=False, fail=False)
-        if message is None:
-            return
-        taken += 1
-        yield message
-
-
 async def show(settings: Settings, stage: str, limit: int | None) -> None:
     topology = Topology.from_settings(settings)
     async with channel(settings) as ch:
@@ -174,68 +129,17 @@ async def show(settings: Settings, stage: str, limit: int | None) -> None:
             emit({"queue": topology.name(stage), **describe(message)})
 
 
-def replay_target(topology: Topology, stage: str, message: AbstractIncomingMessage) -> tuple[str, str]:
-    """Where a held message re-enters: rejected ones are validated again (after a schema fix),
-    unrouted ones routed again (after a subscription fix), dead ones go back where they died."""
-    if stage == "unrouted":
-        return topology.validated, message.type or ""
-    if stage.startswith("parked."):  # back to its endpoint's queue, the retry schedule afresh
-        return topology.accepted, stage.removeprefix("parked.")
-    deaths = (message.headers or {}).get("x-death")
-    if stage == "dead" and deaths:
-        keys = deaths[0].get("routing-keys") or [""]
-        return str(deaths[0]["exchange"]), str(keys[0])
-    return topology.incoming, message.type or ""
-
-
 async def replay(settings: Settings, stage: str, message_type: str | None, limit: int | None) -> None:
-    """Send held messages back; with `--type`, the others go round to the back of their queue,
-    so that only one message is in hand at a time however many are held."""
+    """Send held messages back, those of `message_type` only if it is given."""
     topology = Topology.from_settings(settings)
-    queue = topology.name(stage)
     replayed = 0
     async with channel(settings, confirms=True) as ch:
-        held_now = (await ch.declare_queue(queue, passive=True)).declaration_result.message_count or 0
-        async for message in held(ch, queue, held_now):
-            if message_type is not None and message.type != message_type:
-                await _publish(ch, "", queue, _copy(message, message.headers or {}))  # to the back
-                await message.ack()
-                continue
-            exchange, key = replay_target(topology, stage, message)
-            headers = {k: v for k, v in (message.headers or {}).items() if k not in REPLAY_STRIPS}
-            replayed_headers = {**headers, "replayed_from": queue, "replayed_at": now_ms()}
-            again = _copy(message, replayed_headers)
-            await _publish(ch, exchange, key, again)
-            if exchange == topology.incoming and settings.ledger:  # accepted again, as the gateway tells
-                await _publish(ch, topology.ledger_events, "", _receipt(again))
-            await message.ack()
+        chosen = (lambda m: m.type == message_type) if message_type is not None else (lambda m: True)
+        async for message in act_on(ch, topology, stage, chosen, True, settings.ledger, limit):
+            exchange, _ = replay_target(topology, stage, message)
             emit({"replayed": message.message_id, "message": message.type, "to": exchange})
             replayed += 1
-            if limit is not None and replayed >= limit:
-                break
-    emit({"replayed_total": replayed, "from": queue})
-
-
-def _copy(message: AbstractIncomingMessage, headers: dict) -> aio_pika.Message:
-    return aio_pika.Message(
-        message.body, headers=headers, content_type=message.content_type, delivery_mode=2,
-        message_id=message.message_id, type=message.type, timestamp=message.timestamp,
-    )  # fmt: skip
-
-
-def _receipt(message: aio_pika.Message) -> aio_pika.Message:
-    """The ledger's batch event telling that `message` went to `incoming`."""
-    event = journal.accepted(message.message_id, message.type, message.headers, message.body)
-    return aio_pika.Message(
-        journal.entry_body([event]), delivery_mode=2,
-        message_id=new_message_id(), type=journal.EVENTS_TYPE, content_type="application/json",
-    )  # fmt: skip
-
-
-async def _publish(ch: AbstractChannel, exchange: str, key: str, message: aio_pika.Message) -> None:
-    """Publish and wait for the confirm; `exchange` "" is the default one, `key` a queue."""
-    target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
-    await target.publish(message, routing_key=key, mandatory=True)
+    emit({"replayed_total": replayed, "from": topology.name(stage)})
 
 
 DEV_STORE = "5279008084a81693d5000001"
