@@ -234,7 +234,9 @@ def pattern(text: str) -> str:
 def check_subscriptions(path: Path, allow_private_endpoints: bool) -> None:
     """Print the file's subscribers if it is sound, else every problem in it, and exit 1."""
     try:
-        subscriptions = Subscriptions.load(path, allow_private_endpoints=allow_private_endpoints)
+        subscriptions = Subscriptions.load(
+            path, allow_private_endpoints=allow_private_endpoints, signing=True
+        )
     except SubscriptionsError as exc:
         for problem in exc.problems:
             emit({"problem": problem})

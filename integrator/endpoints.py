@@ -37,6 +37,7 @@ class Endpoint:
     timeout_seconds: float = 15.0
     max_in_flight: int = 8
     rate: float | None = None  # requests per second; None: as fast as answers come
+    secret_env: str | None = None  # the variable the secrets come from, where the file names one
 
     @property
     def host(self) -> str:
@@ -77,7 +78,8 @@ def parse_endpoint(
     problems.extend(f"endpoint.{problem}" for problem in found)
     if found or unknown:
         return None
-    return Endpoint(url, secrets, float(timeout), in_flight, None if rate is None else float(rate))
+    rate = None if rate is None else float(rate)
+    return Endpoint(url, secrets, float(timeout), in_flight, rate, spec.get("secret_env"))
 
 
 def unknown_keys(spec: dict[str, Any], keys: tuple[str, ...], problems: list[str], where: str = "") -> bool:
@@ -94,8 +96,10 @@ def _secrets(spec: dict[str, Any], environ: Mapping[str, str], problems: list[st
         return ()
     if "secret_env" in spec:
         name = spec["secret_env"]
-        if not isinstance(name, str) or name not in environ:
-            problems.append(f"secret_env: no environment variable {name!r}")
+        if not isinstance(name, str):
+            problems.append(f"secret_env: {name!r} is not the name of an environment variable")
+            return ()
+        if name not in environ:  # only the deliverer signs, and needs it (secret_problems)
             return ()
         texts: Any = environ[name].split()  # several, space-separated, during a rotation
         where = f"secret_env ({name})"
@@ -164,6 +168,16 @@ def host_refusal(host: str) -> str | None:
 class HasEndpoint(Protocol):
     name: str
     endpoint: Endpoint | None
+
+
+def secret_problems(subscribers: Iterable[HasEndpoint]) -> list[str]:
+    """Every endpoint whose `secret_env` names a variable this process does not have: only the
+    deliverer signs, so only it (and `integrator subscriptions check`) asks."""
+    return [
+        f"subscriber {s.name!r}: endpoint.secret_env: no environment variable {s.endpoint.secret_env!r}"
+        for s in subscribers
+        if s.endpoint is not None and not s.endpoint.secrets
+    ]
 
 
 def address_problems(subscribers: Iterable[HasEndpoint]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import yaml
 
-from integrator.endpoints import Endpoint, address_problems, parse_endpoint, unknown_keys
+from integrator.endpoints import Endpoint, address_problems, parse_endpoint, secret_problems, unknown_keys
 from integrator.filters import MISSING, WILDCARD, Path, Rule, RuleError, compile_rule, parse_path, value_at
 from integrator.ids import is_object_id
 
@@ -127,11 +127,14 @@ class Subscriptions:
         return tuple((s, any(topic_matches(p, segments) for p in s.patterns)) for s in self.subscribers)
 
     @classmethod
-    def load(cls, path: FilePath, *, allow_private_endpoints: bool = True) -> Subscriptions:
+    def load(
+        cls, path: FilePath, *, allow_private_endpoints: bool = True, signing: bool = False
+    ) -> Subscriptions:
         """The file's subscriptions; SubscriptionsError naming the file and every problem in it.
 
         Unless `allow_private_endpoints`, an endpoint at an address the hub may not send to is
-        one (what the deliverer and `integrator subscriptions check` ask)."""
+        one; with `signing`, an endpoint whose `secret_env` variable is missing here is one (what
+        the deliverer and `integrator subscriptions check` ask)."""
         try:
             document = yaml.safe_load(path.read_text())
         except OSError as exc:
@@ -140,7 +143,10 @@ class Subscriptions:
             raise SubscriptionsError([f"{path}: not valid YAML: {exc}"]) from None
         try:
             subscriptions = cls.parse(document)
-            if not allow_private_endpoints and (problems := address_problems(subscriptions.subscribers)):
+            problems = secret_problems(subscriptions.subscribers) if signing else []
+            if not allow_private_endpoints:
+                problems += address_problems(subscriptions.subscribers)
+            if problems:
                 raise SubscriptionsError(problems)
         except SubscriptionsError as exc:
             raise SubscriptionsError([f"{path}: {problem}" for problem in exc.problems]) from None

@@ -34,6 +34,9 @@ subscribers:
     stores: ["{OTHER_STORE}"]
 """
 
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+OTHER_WEBHOOK_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
 NEW_PRODUCT = {
     "message": "product:new",
     "store_id": STORE,
@@ -155,7 +158,8 @@ async def machine_broker_left_alone() -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_token_is_ever_logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every token the tests create is looked for in every service log the session wrote."""
+    """Every token the tests create, and every endpoint secret they use, is looked for in every
+    service log the session wrote."""
     created: list[str] = []
     create = stores.create
 
@@ -168,5 +172,6 @@ def no_token_is_ever_logged(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield
     stores.create = create  # type: ignore[assignment]
     logs = list(tmp_path_factory.getbasetemp().rglob("*.log"))
-    leaked = [log.name for log in logs for secret in created if secret in log.read_text(errors="replace")]
-    assert not leaked, f"a token reached these logs: {leaked}"
+    secrets = [*created, *(s.removeprefix("whsec_") for s in (WEBHOOK_SECRET, OTHER_WEBHOOK_SECRET))]
+    leaked = [log.name for log in logs for secret in secrets if secret in log.read_text(errors="replace")]
+    assert not leaked, f"a token or secret reached these logs: {leaked}"

@@ -16,6 +16,8 @@ from standardwebhooks.webhooks import Webhook
 
 from integrator.ids import child_message_id
 from tests.conftest import NEW_PRODUCT, STORE
+from tests.conftest import OTHER_WEBHOOK_SECRET as OTHER_SECRET
+from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.support.broker import depth
 from tests.support.processes import Stack
 from tests.support.receiver import Answer, Receiver
@@ -23,16 +25,15 @@ from tests.support.scrape import scrape
 from tests.test_ledger import pushed, record_in
 from tests.test_operations import cli
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-OTHER_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
-
-def endpoints(path: Path, **urls: str) -> None:
-    """A subscriptions file with a queue subscriber `store` and an endpoint subscriber per url."""
+def endpoints(path: Path, settings: str = "", **urls: str) -> None:
+    """A subscriptions file with a queue subscriber `store` and an endpoint subscriber per url;
+    `settings` are more lines of each endpoint (`timeout_seconds: 1`)."""
     text = "subscribers:\n  store:\n    messages: ['#']\n"
     for name, url in urls.items():
         text += f"  {name}:\n    messages: ['product:*']\n"
         text += f"    endpoint:\n      url: {url}\n      secret: {SECRET}\n"
+        text += "".join(f"      {line}\n" for line in settings.splitlines())
     path.write_text(text)
 
 
@@ -74,6 +75,8 @@ async def test_a_copy_is_delivered_once_signed(
             == 1
         )
         assert metrics[("integrator_endpoint_circuit_state", (("subscriber", "hooks"),))] == 0
+        assert metrics[("integrator_delivery_seconds_count", (("subscriber", "hooks"),))] == 1
+        assert metrics[("integrator_endpoint_queue_depth", (("subscriber", "hooks"),))] == 0
 
 
 async def test_a_failing_endpoint_gets_the_same_copy_until_it_answers(
@@ -122,15 +125,32 @@ async def test_a_410_disables_the_endpoint_and_its_copies_wait(
         assert await depth(channel, queue) == 0
 
 
+@pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_is_honoured(
-    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession
+    status: int, delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession
 ) -> None:
-    async with Receiver(Answer(429, {"Retry-After": "2"})) as receiver:
+    async with Receiver(Answer(status, {"Retry-After": "2"})) as receiver:
         endpoints(subscriptions_file, hooks=receiver.url)
         await delivering.start("gateway", "validator", "router", "deliverer")
         await pushed(http, delivering, NEW_PRODUCT)
         first, second = await receiver.wait_for(2)
         assert second.at - first.at >= 2.0, "retried before Retry-After said"
+
+
+async def test_an_endpoint_that_does_not_answer_in_time_gets_the_copy_again(
+    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession
+) -> None:
+    async with Receiver(Answer(after=3)) as receiver:
+        endpoints(subscriptions_file, "timeout_seconds: 1", hooks=receiver.url)
+        await delivering.start("gateway", "validator", "router", "deliverer", "ledger")
+        parent_id = (await pushed(http, delivering, NEW_PRODUCT))["message_id"]
+        first, second = await receiver.wait_for(2)
+        assert second.at - first.at >= 2.0, "the timed-out attempt, then the schedule's 1 s"
+        record = await record_in(http, delivering, child_message_id(parent_id, "hooks"), "delivered")
+        timed_out, answered = record["attempts"]
+        assert (timed_out["status"], timed_out["error"]) == (None, "no answer within 1 s")
+        assert 1000 <= timed_out["duration_ms"] < 2000 and answered["at"] > timed_out["at"]
+        assert (answered["status"], answered["error"]) == (200, None)
 
 
 async def test_a_spent_schedule_parks_the_copy_and_replay_delivers_it(
@@ -220,6 +240,33 @@ def test_a_rotation_signs_with_every_secret(tmp_path: Path) -> None:
     assert SECRET not in repr(endpoint)
 
 
+def test_secret_env_is_needed_only_where_copies_are_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrator.subscriptions import Subscriptions, SubscriptionsError
+
+    path = tmp_path / "subscriptions.yml"
+    path.write_text(
+        "subscribers:\n  erp:\n    messages: ['order:*']\n    endpoint:\n"
+        "      url: https://erp.example.com/hub\n      secret_env: ERP_TEST_SECRET\n"
+    )
+    monkeypatch.delenv("ERP_TEST_SECRET", raising=False)
+    assert Subscriptions.load(path).names == ("erp",), "the router and the CLI have no need of it"
+    with pytest.raises(SubscriptionsError) as raised:
+        Subscriptions.load(path, signing=True)
+    assert raised.value.problems == [
+        f"{path}: subscriber 'erp': endpoint.secret_env: no environment variable 'ERP_TEST_SECRET'"
+    ]
+    monkeypatch.setenv("ERP_TEST_SECRET", f"{SECRET} {OTHER_SECRET}")  # a rotation
+    (erp,) = Subscriptions.load(path, signing=True).subscribers
+    assert erp.endpoint is not None
+    timestamp = int(time.time())
+    headers = {"webhook-id": "m1", "webhook-timestamp": str(timestamp),
+               "webhook-signature": erp.endpoint.signature("m1", timestamp, b"{}")}  # fmt: skip
+    for secret in (SECRET, OTHER_SECRET):
+        Webhook(secret).verify(b"{}", headers)
+
+
 @pytest.mark.parametrize(
     ("endpoint", "problem"),
     [
@@ -230,7 +277,7 @@ def test_a_rotation_signs_with_every_secret(tmp_path: Path) -> None:
         ({"url": "https://u:p@erp.example.com/", "secret": SECRET}, "must not carry credentials"),
         ({"url": "https://erp.example.com/"}, "endpoint.give either 'secret' or 'secret_env'"),
         ({"url": "https://erp.example.com/", "secret": "hunter2"}, "endpoint.secret: each secret is whsec_"),
-        ({"url": "https://erp.example.com/", "secret_env": "NO_SUCH_VARIABLE"}, "no environment variable"),
+        ({"url": "https://erp.example.com/", "secret_env": 7}, "endpoint.secret_env: 7 is not the name"),
         (
             {"url": "https://erp.example.com/", "secret": SECRET, "timeout_seconds": 0},
             "endpoint.timeout_seconds",

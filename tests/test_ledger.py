@@ -13,11 +13,12 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from integrator import stores
+from integrator import db, stores
 from integrator.ids import child_message_id
 from integrator.journal import EVENTS_TYPE
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.broker import body, depth, take
+from tests.support.database import create_database, drop_database
 from tests.support.processes import Stack
 from tests.support.scrape import scrape
 from tests.test_operations import cli
@@ -389,3 +390,23 @@ async def test_the_ledger_catches_up_on_what_passed_while_it_was_away(
     await stack.start("ledger")
     for message_id in ids:
         await record_in(http, stack, message_id, "routed")
+
+
+async def test_the_ledger_applies_its_migrations_to_an_empty_database(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    empty = await create_database(migrate=False)
+    try:
+        stack.env["INTEGRATOR_DATABASE_URL"] = empty
+        await stack.start("gateway", "validator", "router", "ledger")
+        sent = await pushed(http, stack, NEW_PRODUCT)
+        await record_in(http, stack, sent["message_id"], "routed")
+        connection = await asyncpg.connect(empty)
+        try:
+            applied = await connection.fetch("SELECT name FROM schema_migrations ORDER BY version")
+        finally:
+            await connection.close()
+        assert [row["name"] for row in applied] == [name for _, name, _ in db.migrations()]
+    finally:
+        stack.stop()
+        await drop_database(empty)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import asyncpg
 
 from tests.support.load import FAULT_MESSAGES, Push, product, push
 from tests.support.processes import Stack
 from tests.support.proxy import Proxy
+from tests.test_operations import wait_for_status
 
 
 async def wait_until_recorded(db: asyncpg.Pool, ids: list[str], within: float = 60) -> None:
@@ -53,13 +55,18 @@ async def test_postgresql_cut_off_mid_stream(
     pushing = asyncio.create_task(push(stack.url, [product(i) for i in range(FAULT_MESSAGES)], progress))
     await progress.reached(FAULT_MESSAGES // 3)
     offset = len(ledger.log_text())
-    postgres_proxy.cut()
-    await ledger.wait_for_log("PostgreSQL unavailable; holding the batch", offset=offset)
-    await progress.reached(2 * FAULT_MESSAGES // 3)
-    postgres_proxy.restore()
-    await pushing
-    assert progress.statuses.get(503, 0) == 0, "the pipeline did not wait on PostgreSQL"
-    await ledger.wait_for_log("PostgreSQL reachable again", offset=offset)
+    readyz = stack.service_url("ledger") + "/readyz"
+    async with aiohttp.ClientSession() as http:
+        await wait_for_status(http, readyz, 200)
+        postgres_proxy.cut()
+        await ledger.wait_for_log("PostgreSQL unavailable; holding the batch", offset=offset)
+        await wait_for_status(http, readyz, 503)
+        await progress.reached(2 * FAULT_MESSAGES // 3)
+        postgres_proxy.restore()
+        await pushing
+        assert progress.statuses.get(503, 0) == 0, "the pipeline did not wait on PostgreSQL"
+        await ledger.wait_for_log("PostgreSQL reachable again", offset=offset)
+        await wait_for_status(http, readyz, 200)
     await assert_recorded_once(ledger_db, progress.accepted)
 
 

@@ -44,8 +44,9 @@ async def test_readiness_follows_the_broker_connection(stack: Stack, http: aioht
     proxy = await Proxy("127.0.0.1", 5672).start()
     try:
         stack.env["AMQP_URL"] = proxy.url()
-        await stack.start("gateway", "validator", "router")
-        urls = [stack.service_url(name) for name in ("gateway", "validator", "router")]
+        services = ("gateway", "validator", "router", "ledger", "deliverer")
+        await stack.start(*services)
+        urls = [stack.service_url(name) for name in services]
         for url in urls:
             assert (await status(http, url + "/healthz"), await status(http, url + "/readyz")) == (200, 200)
         proxy.cut()

@@ -31,7 +31,7 @@ def main() -> None:
     settings = settings_or_exit()
     try:
         subscriptions = Subscriptions.load(
-            settings.subscriptions, allow_private_endpoints=settings.allow_private_endpoints
+            settings.subscriptions, allow_private_endpoints=settings.allow_private_endpoints, signing=True
         )
     except SubscriptionsError as exc:
         sys.exit(f"deliverer: {exc}")
