@@ -153,6 +153,40 @@ async def test_an_endpoint_that_does_not_answer_in_time_gets_the_copy_again(
         assert (answered["status"], answered["error"]) == (200, None)
 
 
+async def test_a_copy_waits_for_its_next_attempt_in_a_delay_queue(
+    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession, channel: AbstractChannel
+) -> None:
+    delivering.env["INTEGRATOR_RETRY_SCHEDULE"] = "5"
+    async with Receiver(Answer(500)) as receiver:
+        endpoints(subscriptions_file, hooks=receiver.url)
+        await delivering.start("gateway", "validator", "router", "deliverer")
+        await pushed(http, delivering, NEW_PRODUCT)
+        (first,) = await receiver.wait_for(1)
+        waiting = f"{delivering.prefix}.retry.5s"
+        deadline = time.monotonic() + 5
+        while await depth(channel, waiting) != 1:
+            assert time.monotonic() < deadline, "the copy is not waiting in the delay queue (acked there)"
+            await asyncio.sleep(0.05)
+        _, second = await receiver.wait_for(2, within=10)
+        assert 5.0 <= second.at - first.at < 6.5, "the delay, stretched by at most a tenth"
+        assert await depth(channel, waiting) == 0
+
+
+async def test_a_circuit_stops_the_requests_to_an_endpoint_that_fails_every_one(
+    delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession
+) -> None:
+    async with Receiver(then=Answer(500)) as receiver:
+        endpoints(subscriptions_file, "max_in_flight: 1", hooks=receiver.url)  # one failure after another
+        await delivering.start("gateway", "validator", "router", "deliverer")
+        for _ in range(8):
+            await pushed(http, delivering, NEW_PRODUCT)
+        requests = await receiver.wait_for(6, within=15)
+        metrics = await scrape(http, delivering.service_url("deliverer"))
+        assert metrics[("integrator_endpoint_circuit_state", (("subscriber", "hooks"),))] in (1, 2)
+        fifth, probe = requests[4], requests[5]
+        assert probe.at - fifth.at >= 4.9, "after five failures in a row, nothing until the probe 5 s on"
+
+
 async def test_a_spent_schedule_parks_the_copy_and_replay_delivers_it(
     delivering: Stack, subscriptions_file: Path, http: aiohttp.ClientSession, channel: AbstractChannel
 ) -> None:
