@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 AMQP_URL ?= amqp://guest:guest@localhost:5672/
 export AMQP_URL
 
-.PHONY: install run test soak bench lint format clean
+.PHONY: install run test soak bench screenshots lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,14 @@ install: $(VENV)/.installed
 # Ctrl-C, a SIGTERM to make, or any one service exiting stops them all, each with one SIGTERM.
 # They run in sessions of their own (setsid), so a Ctrl-C reaches them only as that SIGTERM.
 run: export INTEGRATOR_ALLOW_PRIVATE_ENDPOINTS ?= true  # endpoints on this machine, for trying it out
-run: install ## start gateway, validator, router, ledger and deliverer against AMQP_URL and INTEGRATOR_DATABASE_URL
+run: install ## start gateway, validator, router, ledger, deliverer and console against AMQP_URL and INTEGRATOR_DATABASE_URL
 	@$(BIN)/python -m integrator.check_broker
 	@$(BIN)/integrator db upgrade  # creates the ledger's database if it is missing
 	@$(BIN)/integrator tokens dev  # a development store and its token, on the first run
 	@pids=(); \
 	stop() { trap '' INT TERM; kill -TERM "$${pids[@]}" 2>/dev/null; wait "$${pids[@]}"; }; \
 	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; \
-	for service in validator router ledger deliverer gateway; do setsid $(BIN)/integrator-$$service & pids+=($$!); done; \
+	for service in validator router ledger deliverer console gateway; do setsid $(BIN)/integrator-$$service & pids+=($$!); done; \
 	wait -n "$${pids[@]}"; status=$$?; stop; exit $$status
 
 test: install ## the whole suite against the broker at AMQP_URL
@@ -46,6 +46,10 @@ bench: install ## throughput, latency, CPU and memory against a plain reference;
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	@$(BIN)/python -m integrator.check_broker
 	$(BIN)/python -m bench | tee bench-report.md
+
+screenshots: install ## the console's pages, as docs/console.md shows them, taken in chromium by its tests
+	mkdir -p docs/console
+	INTEGRATOR_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console.py -k "pages_at or highlighted"
 
 lint: install
 	$(BIN)/ruff check .

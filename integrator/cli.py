@@ -11,6 +11,7 @@
     integrator replay QUEUE [--type T] [--limit N]   send held messages (or parked.SUB) back again
     integrator endpoints list | enable SUBSCRIBER    endpoint subscribers, and resuming one a 410 disabled
     integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
+    integrator admins create NAME | list | revoke NAME              the console's administrators
 
 Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
 INTEGRATOR_SUBSCRIPTIONS, INTEGRATOR_DATABASE_URL). Output is one JSON object per line, for people and for jq.
@@ -33,7 +34,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from integrator import db, ledger, stores
+from integrator import admins, db, ledger, stores
 from integrator.check_broker import missing
 from integrator.connection import BROKER_ERRORS
 from integrator.held import act_on, describe, held, replay_target
@@ -302,15 +303,47 @@ async def endpoints(settings: Settings, action: str, subscriber: str | None) -> 
               "rate": endpoint.rate})  # fmt: skip
 
 
+async def admins_command(settings: Settings, action: str, name: str | None) -> None:
+    """`create NAME`: a new token for NAME (a new administrator, or a replaced token), shown once;
+    `list`; `revoke NAME`, which ends that administrator's console sessions too."""
+    if action != "list" and not name:
+        sys.exit(f"integrator admins {action} needs a NAME")
+    await upgraded(settings)
+    pool = await db.open_pool(settings.database_url, max_size=1)
+    try:
+        if action == "create":
+            token = await admins.create(pool, name)
+            emit({"admin": name, "token": token, "note": "shown once; stored hashed"})
+        elif action == "list":
+            for row in await admins.listing(pool):
+                emit(row)
+        elif not await admins.revoke(pool, name):
+            sys.exit(f"no administrator {name!r}")
+        else:
+            emit({"revoked": name})
+    finally:
+        await pool.close()
+
+
 async def database_upgrade(settings: Settings) -> None:
     try:
         if await db.create_database(settings.database_url):
             emit({"created": redact(settings.database_url)})
-        emit({"applied": await db.upgrade(settings.database_url)})
     except db.UNAVAILABLE as exc:
-        raise db.DatabaseUnavailable(
-            redact(f"PostgreSQL unavailable at {settings.database_url}: {exc}")
-        ) from exc
+        raise _unavailable(settings, exc) from exc
+    emit({"applied": await upgraded(settings)})
+
+
+async def upgraded(settings: Settings) -> list[str]:
+    """The migrations applied now to the database at INTEGRATOR_DATABASE_URL."""
+    try:
+        return await db.upgrade(settings.database_url)
+    except db.UNAVAILABLE as exc:
+        raise _unavailable(settings, exc) from exc
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> db.DatabaseUnavailable:
+    return db.DatabaseUnavailable(redact(f"PostgreSQL unavailable at {settings.database_url}: {exc}"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -346,6 +379,9 @@ def parser() -> argparse.ArgumentParser:
     tk.add_argument("action", choices=("create", "list", "revoke", "dev"))
     tk.add_argument("store_id", nargs="?")
     tk.add_argument("token_id", nargs="?")
+    ad = commands.add_parser("admins", help="create, list or revoke the console's administrators")
+    ad.add_argument("action", choices=("create", "list", "revoke"))
+    ad.add_argument("name", nargs="?")
     r = commands.add_parser("replay", help="send held messages back through the pipeline")
     r.add_argument("queue", type=held_queue, metavar="{" + ",".join(HOLDING) + ",parked.SUBSCRIBER}")
     r.add_argument("--type", dest="message_type", help="only messages of this type")
@@ -386,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
             run = database_upgrade(settings)
         case "endpoints":
             run = endpoints(settings, args.action, args.subscriber)
+        case "admins":
+            run = admins_command(settings, args.action, args.name)
         case _:
             run = replay(settings, args.queue, args.message_type, args.limit)
     try:

@@ -69,6 +69,12 @@ def reason(message: AbstractIncomingMessage) -> str | None:
     return None
 
 
+def store_of(message: AbstractIncomingMessage) -> str | None:
+    """The store a held message belongs to: its header, as every stage sets it."""
+    store = (message.headers or {}).get("store_id")
+    return store if isinstance(store, str) else None
+
+
 def replay_target(topology: Topology, stage: str, message: AbstractIncomingMessage) -> tuple[str, str]:
     """Where a held message re-enters: rejected ones are validated again (after a schema fix),
     unrouted ones routed again (after a subscription fix), dead ones go back where they died."""

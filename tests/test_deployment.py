@@ -35,7 +35,7 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 def test_compose_services_run_our_console_scripts_with_real_settings() -> None:
     services = COMPOSE["services"]
-    ours = ("gateway", "validator", "router", "ledger", "deliverer")
+    ours = ("gateway", "validator", "router", "ledger", "deliverer", "console")
     assert {"rabbitmq", "postgres", *ours} <= set(services)
     for name in ours:
         service = services[name]
@@ -49,7 +49,8 @@ def test_compose_services_run_our_console_scripts_with_real_settings() -> None:
             assert (ROOT / source).is_dir() if source.startswith(".") else source in COMPOSE["volumes"]
     assert "healthcheck" in services["rabbitmq"] and "healthcheck" in services["postgres"]
     assert "ports" not in services["postgres"]
-    ports = (("gateway", 8080), ("validator", 8081), ("router", 8082), ("ledger", 8084), ("deliverer", 8085))
+    ports = (("gateway", 8080), ("validator", 8081), ("router", 8082), ("console", 8083), ("ledger", 8084),
+             ("deliverer", 8085))  # fmt: skip
     for name, port in ports:
         assert f"localhost:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
 

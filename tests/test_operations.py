@@ -432,7 +432,8 @@ async def test_each_service_exports_only_its_own_metrics(stack: Stack, http: aio
 def test_make_run_creates_its_database_and_stops_its_services_once_each(
     stop: str, prefix: str, tmp_path: Path, subscriptions_file: Path
 ) -> None:
-    ports = {name: str(free_port()) for name in ("GATEWAY", "VALIDATOR", "ROUTER", "LEDGER", "DELIVERER")}
+    names = ("GATEWAY", "VALIDATOR", "ROUTER", "LEDGER", "DELIVERER", "CONSOLE")
+    ports = {name: str(free_port()) for name in names}
     database = f"{SERVER}/integrator_test_{prefix.replace('-', '_')}"  # not there yet: make run makes it
     env = {
         "INTEGRATOR_DATABASE_URL": database,
@@ -449,7 +450,7 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        ready = ['"event":"accepting messages"'] + [
+        ready = ['"event":"accepting messages"', '"service":"console","event":"serving"'] + [
             f'"service":"{name}","event":"consuming"'
             for name in ("validator", "router", "ledger", "deliverer")
         ]
@@ -473,6 +474,7 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
     lines = [orjson.loads(line) for line in output.read_text().splitlines() if line.startswith('{"time"')]
     stops = sorted((e["service"], e["signal"]) for e in lines if e["event"] == "stop requested")
     assert stops == [
+        ("console", "SIGTERM"),
         ("deliverer", "SIGTERM"),
         ("gateway", "SIGTERM"),
         ("ledger", "SIGTERM"),
@@ -480,7 +482,7 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
         ("validator", "SIGTERM"),
     ]
     stopped = sorted(e["service"] for e in lines if e["event"] == "stopped")
-    assert stopped == ["deliverer", "gateway", "ledger", "router", "validator"], "each finished its stop"
+    assert stopped == ["console", "deliverer", "gateway", "ledger", "router", "validator"], "each stopped"
     assert "No child processes" not in output.read_text()
     for port in ports.values():  # nothing left listening
         with socket.socket() as s:

@@ -89,6 +89,10 @@ class Service:
         self.stop(signal.SIGKILL)
 
 
+# what a service logs once it is ready; every other one logs "consuming"
+READY = {"gateway": "accepting messages", "console": "serving"}
+
+
 @dataclass
 class Stack:
     """The gateway, validator, router, ledger and deliverer under one prefix."""
@@ -98,7 +102,9 @@ class Stack:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     health_ports: dict[str, int] = field(
-        default_factory=lambda: {name: free_port() for name in ("validator", "router", "ledger", "deliverer")}
+        default_factory=lambda: {
+            name: free_port() for name in ("validator", "router", "ledger", "deliverer", "console")
+        }
     )
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -119,6 +125,7 @@ class Stack:
                 "INTEGRATOR_ROUTER_PORT": str(self.health_ports["router"]),
                 "INTEGRATOR_LEDGER_PORT": str(self.health_ports["ledger"]),
                 "INTEGRATOR_DELIVERER_PORT": str(self.health_ports["deliverer"]),
+                "INTEGRATOR_CONSOLE_PORT": str(self.health_ports["console"]),
                 "INTEGRATOR_AUTH": "false",  # tests/test_auth.py turns it on
                 **self.env,
             }
@@ -129,7 +136,7 @@ class Stack:
         """Launch the named services together and wait until each is ready for work."""
         offsets = {name: self.service(name).launch() for name in names}
         for name, offset in offsets.items():
-            ready = "accepting messages" if name == "gateway" else "consuming"
+            ready = READY.get(name, "consuming")
             await self.service(name).wait_for_log(ready, offset=offset)
         return self
 

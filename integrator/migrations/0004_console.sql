@@ -1,0 +1,20 @@
+-- The web console: its administrators and the sessions of whoever logged in.
+
+-- A token is shown once by `integrator admins create NAME` and kept only as its SHA-256.
+CREATE TABLE admins (
+    name text COLLATE "C" PRIMARY KEY,
+    token_sha256 text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per logged-in browser, found by the SHA-256 of its cookie. Exactly one of admin and
+-- store_id says who it is; a store sees only its own messages.
+CREATE TABLE console_sessions (
+    id_sha256 text PRIMARY KEY,
+    admin text COLLATE "C" REFERENCES admins (name) ON DELETE CASCADE,
+    store_id text COLLATE "C",
+    csrf text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    CHECK ((admin IS NULL) <> (store_id IS NULL))
+);
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);

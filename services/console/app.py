@@ -1,0 +1,131 @@
+"""The console's application: its routes, and the middlewares every page passes through: who is
+looking (a session, or the login page), a CSRF token on every change, and an error page for
+whatever goes wrong, including the ledger's database or the broker being away."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from integrator.connection import BROKER_ERRORS
+from integrator.db import DatabaseUnavailable
+from integrator.health import add_health_routes
+from integrator.http_json import Handler
+from services.console import access, pages
+from services.console.keys import DATABASE, SETTINGS
+from services.console.render import page
+
+log = logging.getLogger("integrator.console")
+
+STATIC = Path(__file__).parent / "static"
+OPEN = ("/login", "/static/", "/favicon.ico", "/healthz", "/readyz", "/metrics")  # no session needed
+LOGIN_COOKIE = "integrator_login"  # the login form's own CSRF token, before there is a session
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="Strict",
+                        secure=request.secure, path="/")  # fmt: skip
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPRedirection:
+        raise
+    except web.HTTPException as exc:
+        response = page(request, "error.html", status=exc.status, title=exc.reason, detail=exc.text or "")
+    except DatabaseUnavailable:
+        response = page(request, "error.html", status=503, title="The ledger is unavailable",
+                        detail="PostgreSQL does not answer; try again in a moment.")  # fmt: skip
+    except BROKER_ERRORS:
+        response = page(request, "error.html", status=503, title="RabbitMQ is unavailable",
+                        detail="The broker does not answer; try again in a moment.")  # fmt: skip
+    except Exception:
+        log.exception("page failed", extra={"path": request.path})
+        response = page(request, "error.html", status=500, title="Something went wrong",
+                        detail="The console logged what happened.")  # fmt: skip
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@web.middleware
+async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every page but the open ones needs a session: without one, a browser goes to /login. Every
+    POST with a session carries its CSRF token in the form field `csrf`."""
+    if request.path.startswith(OPEN):
+        return await handler(request)
+    session = await access.session_for(request.app[DATABASE], request.cookies.get(access.COOKIE))
+    if session is None:
+        if request.method == "GET":
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+        raise web.HTTPForbidden(text="Log in first.")
+    if request.method == "POST":
+        form = await request.post()
+        if not access.same_token(form.get("csrf"), session.csrf):  # type: ignore[arg-type]
+            raise web.HTTPForbidden(text="This form did not come from this session of the console.")
+    request["session"] = session
+    return await handler(request)
+
+
+def _next(target: str) -> str:
+    """Where to go after logging in: a path of this site only."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """The form carries the token its cookie holds (one per browser, so that two tabs, or a
+    browser's own requests sent here first, do not spoil each other's form)."""
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    target = _next(request.query.get("next", "/"))
+    response = page(request, "login.html", csrf=token, next=target, problem=None)
+    _cookie(request, response, LOGIN_COOKIE, token, 3600)
+    return response
+
+
+async def log_in(request: web.Request) -> web.Response:
+    form = await request.post()
+    if not access.same_token(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))):
+        raise web.HTTPForbidden(text="This login form has expired; load it again.")
+    token = str(form.get("token", ""))
+    cookie = await access.log_in(request.app[DATABASE], request.app[SETTINGS].stores, token)
+    target = _next(str(form.get("next", "/")))
+    if cookie is None:
+        response = page(request, "login.html", status=401, csrf=str(form["csrf"]), next=target,
+                        problem="That token is not an administrator's or a store's.")  # fmt: skip
+        return response
+    response = web.HTTPSeeOther(target)
+    _cookie(request, response, access.COOKIE, cookie, access.SESSION_HOURS * 3600)
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+async def log_out(request: web.Request) -> web.Response:
+    await access.log_out(request.app[DATABASE], request.cookies.get(access.COOKIE, ""))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(access.COOKIE, path="/")
+    raise response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", log_in)
+    app.router.add_post("/logout", log_out)
+    app.router.add_get("/", pages.overview)
+    app.router.add_get("/messages", pages.messages)
+    app.router.add_get("/messages/{message_id}", pages.message)
+    app.router.add_get("/held/{queue}", pages.held_list)
+    app.router.add_post("/held/{queue}", pages.held_act)
+    app.router.add_get("/catalogue", pages.catalogue)
+    app.router.add_get("/subscriptions", pages.subscriptions_page)
+    app.router.add_static("/static/", STATIC)
+    add_health_routes(app, "console", lambda: True)

@@ -1,0 +1,33 @@
+"""The console's link to RabbitMQ: one connection, opened when first needed and again after it
+is lost, and a fresh channel for each look (closing it puts back whatever the look took)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+
+class BrokerLink:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: AbstractConnection | None = None
+
+    @asynccontextmanager
+    async def channel(self) -> AsyncIterator[AbstractChannel]:
+        if self._connection is None or self._connection.is_closed:
+            self._connection = await aio_pika.connect(
+                self._url, timeout=5, client_properties={"connection_name": "integrator-console"}
+            )
+        channel = await self._connection.channel(publisher_confirms=True)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()

@@ -1,0 +1,161 @@
+"""The console's pages: each handler reads the ledger or the broker and renders a template."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+
+from integrator import held, ledger
+from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern, topic_matches
+from integrator.topology import HOLDING
+from services.console.access import Session
+from services.console.keys import BROKER, CATALOGUE, DATABASE, QUEUES, SETTINGS, TOPOLOGY
+from services.console.overview import bar_chart, received_per_minute
+from services.console.render import page
+
+SEARCH_FIELDS = ("id", "message", "store", "state", "since", "until")
+HELD_SHOWN = 100  # messages listed on a held queue's page
+HELD_LOOKED_AT = 1000  # of which the first this many of the queue are looked through
+
+
+def session_of(request: web.Request) -> Session:
+    return request["session"]
+
+
+def subscriptions(request: web.Request) -> Subscriptions:
+    """The subscriptions file as the router has it loaded (it rereads the same file)."""
+    try:
+        return Subscriptions.load(request.app[SETTINGS].subscriptions)
+    except SubscriptionsError:
+        return Subscriptions([])
+
+
+async def overview(request: web.Request) -> web.Response:
+    async with request.app[BROKER].channel() as channel:
+        rows = await request.app[QUEUES].look(channel, subscriptions(request))
+    template = "queues.html" if request.query.get("part") == "queues" else "overview.html"
+    if template == "queues.html":
+        return page(request, template, rows=rows)
+    store = session_of(request).store_id
+    chart = bar_chart(await received_per_minute(request.app[DATABASE], store))
+    return page(request, template, rows=rows, chart=chart)
+
+
+def _moment(text: str, field: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ledger.BadQuery(field, "is not a time like 2026-12-05T10:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Search by id, type (wildcards), store, state and time range, a page at a time."""
+    form = {k: request.query.get(k, "").strip() for k in SEARCH_FIELDS}
+    if form["id"]:
+        raise web.HTTPSeeOther(f"/messages/{form['id']}")
+    session = session_of(request)
+    query, problem = ledger.Search(store_id=session.store_id), None
+    try:
+        if form["message"]:
+            if not is_pattern(form["message"]):
+                raise ledger.BadQuery("message", "is not a message type or pattern, like order:*")
+            query = replace(query, message=form["message"])
+        if form["store"] and session.admin is not None:
+            query = replace(query, store_id=form["store"])
+        if form["state"]:
+            if form["state"] not in ledger.STATES:
+                raise ledger.BadQuery("state", f"is not one of {', '.join(ledger.STATES)}")
+            query = replace(query, state=form["state"])
+        if form["since"]:
+            query = replace(query, since=_moment(form["since"], "since"))
+        if form["until"]:
+            query = replace(query, until=_moment(form["until"], "until"))
+        query = replace(query, cursor=request.query.get("cursor") or None)
+        found, cursor = await ledger.search(request.app[DATABASE], query)
+    except ledger.BadQuery as exc:
+        found, cursor, problem = [], None, f"{exc.field} {exc}"
+    return page(request, "messages.html", status=400 if problem else 200, form=form, found=found,
+                cursor=cursor, problem=problem, states=ledger.STATES)  # fmt: skip
+
+
+async def message(request: web.Request) -> web.Response:
+    message_id = request.match_info["message_id"]
+    record = await ledger.find(request.app[DATABASE], message_id, session_of(request).store_id)
+    if record is None:
+        return page(request, "error.html", status=404, title="No such message",
+                    detail=f"There is no message {message_id} that you may see.")  # fmt: skip
+    marked = {e["path"]: "warning" for e in record["warnings"]}
+    marked |= {e["path"]: "error" for e in record["errors"]}
+    return page(request, "message.html", record=record, marked=marked)
+
+
+def held_stage(request: web.Request) -> str:
+    stage = request.match_info["queue"]
+    parked = stage.removeprefix("parked.")
+    if stage in HOLDING or (parked != stage and parked in subscriptions(request).names):
+        return stage
+    raise web.HTTPNotFound(text=f"{stage} is not a holding queue")
+
+
+def chooser(request: web.Request, form: Any) -> held.Choice:
+    """The held messages an action takes: one by id, or all of a type pattern (all if none);
+    a store's session only ever its own store's."""
+    session = session_of(request)
+    message_id, pattern = form.get("message_id", ""), form.get("message", "").strip()
+    if pattern and not is_pattern(pattern):
+        raise web.HTTPBadRequest(text=f"{pattern!r} is not a message type or pattern")
+    wanted = tuple(pattern.split(":")) if pattern else None
+
+    def chosen(m: AbstractIncomingMessage) -> bool:
+        if not session.may_see(held.store_of(m)):
+            return False
+        if message_id:
+            return m.message_id == message_id
+        return wanted is None or topic_matches(wanted, tuple((m.type or "").split(":")))
+
+    return chosen
+
+
+async def held_list(request: web.Request) -> web.Response:
+    stage = held_stage(request)
+    chosen = chooser(request, request.query)
+    queue = request.app[TOPOLOGY].name(stage)
+    async with request.app[BROKER].channel() as channel:
+        looked = [m async for m in held.held(channel, queue, HELD_LOOKED_AT)]
+    shown = [held.describe(m) for m in looked if chosen(m)][:HELD_SHOWN]
+    return page(request, "held.html", stage=stage, shown=shown, filter=request.query.get("message", ""))
+
+
+async def held_act(request: web.Request) -> web.Response:
+    """Replay or discard one held message, or all that match: first a confirmation that says how
+    many, then (with `confirmed`) the deed."""
+    stage = held_stage(request)
+    form = await request.post()
+    action = form.get("action")
+    if action not in ("replay", "discard"):
+        raise web.HTTPBadRequest(text="action is replay or discard")
+    chosen = chooser(request, form)
+    topology, settings = request.app[TOPOLOGY], request.app[SETTINGS]
+    async with request.app[BROKER].channel() as channel:
+        if form.get("confirmed") != "yes":
+            count = sum([1 async for m in held.held(channel, topology.name(stage), None) if chosen(m)])
+            which = {"message_id": form.get("message_id", ""), "message": form.get("message", "")}
+            return page(request, "confirm.html", stage=stage, action=action, count=count, form=which)
+        done = [m.message_id async for m in held.act_on(channel, topology, stage, chosen,
+                                                         action == "replay", settings.ledger)]  # fmt: skip
+    return page(request, "done.html", stage=stage, action=action, done=done)
+
+
+async def catalogue(request: web.Request) -> web.Response:
+    schemas = sorted(request.app[CATALOGUE], key=lambda s: s.message_type)
+    return page(request, "catalogue.html", schemas=schemas, aliases=request.app[CATALOGUE].aliases)
+
+
+async def subscriptions_page(request: web.Request) -> web.Response:
+    return page(request, "subscriptions.html", subscribers=subscriptions(request).subscribers,
+                file=request.app[SETTINGS].subscriptions)  # fmt: skip
