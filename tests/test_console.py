@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Locator, Page, async_playwright, expec
 from integrator import stores
 from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.processes import Stack
+from tests.support.rabbit_node import NodeUnavailable, RabbitNode
 from tests.test_ledger import pushed, record_in
 from tests.test_operations import cli
 
@@ -282,3 +283,39 @@ async def test_a_store_replays_only_its_own_held_messages(
     await page.context.clear_cookies()  # and in as an administrator, who sees every store's
     await log_in(page, console, await asyncio.to_thread(admin_token, console), "/held/rejected")
     assert await page.locator("table.held tbody a").all_inner_texts() == [theirs], "the other store's stays"
+
+
+async def test_the_overview_shows_rates_from_the_management_plugin_and_the_age_of_what_is_held(
+    console: Stack, page: Page, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    node = RabbitNode(tmp_path / "rabbit", management=True)  # the machine's broker has no plugin
+    try:
+        await node.start()
+    except NodeUnavailable as exc:
+        node.remove()
+        pytest.skip(f"cannot start a private RabbitMQ node: {exc}")
+    try:
+        console.env |= {"AMQP_URL": node.url, "INTEGRATOR_MANAGEMENT_URL": node.management_url}
+        await console.start("gateway", "validator", "router", "console")
+        await log_in(page, console, await asyncio.to_thread(admin_token, console))
+        bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
+        await pushed(http, console, bad)
+        incoming = page.locator(f'tr[data-queue="{console.prefix}.incoming"]')
+        deadline = time.monotonic() + 30
+        while not await _rate_shown(incoming):  # the plugin's rates need a few samples
+            assert time.monotonic() < deadline, "no rate in for incoming"
+            for _ in range(20):
+                await pushed(http, console, NEW_PRODUCT)
+            await page.reload()
+        assert float(await incoming.locator(".rate-out").inner_text()) > 0, "the validator takes them"
+        oldest = await page.locator(f'tr[data-queue="{console.prefix}.rejected"] .oldest').inner_text()
+        assert re.fullmatch(r"\d+ s", oldest) and int(oldest[:-2]) < 60, oldest
+        await expect(page.locator("p.note")).to_have_count(0)
+    finally:
+        console.stop()
+        node.remove()
+
+
+async def _rate_shown(row: Locator) -> bool:
+    text = await row.locator(".rate-in").inner_text()
+    return text != "" and float(text) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -28,7 +29,9 @@ def main() -> None:
         app = web.Application(middlewares=[error_pages, sessions])
         app[SETTINGS], app[CATALOGUE], app[TOPOLOGY] = settings, catalogue, topology
         app[DATABASE] = await db.open_pool(settings.database_url, max_size=4)
-        app[BROKER], app[QUEUES] = BrokerLink(settings.amqp_url), QueueWatch(topology)
+        vhost = unquote(urlsplit(settings.amqp_url).path[1:]) or "/"
+        app[BROKER] = BrokerLink(settings.amqp_url)
+        app[QUEUES] = QueueWatch(topology, settings.management_url, vhost)
         add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

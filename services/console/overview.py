@@ -1,49 +1,67 @@
-"""The overview's figures: every queue of the hub with its depth, consumers and net change per
-second (from AMQP; per-queue rates in and out need RabbitMQ's management plugin, which the hub
-does not assume), and the messages received per minute over the last hour (from the ledger),
-drawn as an SVG bar chart on the server."""
+"""The overview's figures: every queue of the hub with its depth and consumers (over AMQP), its
+rates in and out (from RabbitMQ's management plugin, where INTEGRATOR_MANAGEMENT_URL names it;
+AMQP has no rates, so without it the depth's net change per second stands in), the age of the
+oldest message a holding queue keeps, and the messages received per minute over the last hour
+(from the ledger), drawn as an SVG bar chart on the server."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aio_pika
+import aiohttp
 import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from integrator.db import connection
 from integrator.subscriptions import Subscriptions
-from integrator.topology import STAGES, Topology
+from integrator.topology import HOLDING, STAGES, Topology
+
+MANAGEMENT_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
 @dataclass(frozen=True, slots=True)
 class QueueRow:
     name: str
-    kind: str  # stage, subscriber, parked
+    kind: str  # stage, subscriber, held
     depth: int | None  # None: the queue is not there
     consumers: int | None
-    change_per_s: float | None  # since the previous look, over a few seconds
+    change_per_s: float | None  # net change of the depth since the previous look
+    rate_in: float | None = None  # messages per second, from the management plugin
+    rate_out: float | None = None
+    oldest_s: float | None = None  # age of the oldest message, for holding queues
+
+    @property
+    def held_stage(self) -> str | None:
+        """The stage a holding queue's page is under (`rejected`, `parked.erp`), else None."""
+        return self.name.split(".", 1)[1] if self.kind == "held" else None
 
 
 class QueueWatch:
     """Looks at the queues; keeps each look so the next can say how the depth moved."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, management_url: str, vhost: str) -> None:
         self._topology = topology
+        self._management = management_url.rstrip("/")
+        self._vhost = vhost
         self._last: dict[str, tuple[float, int]] = {}
 
     def names(self, subscriptions: Subscriptions) -> list[tuple[str, str]]:
         t = self._topology
-        names = [(t.name(stage), "stage") for stage in STAGES] + [(t.ledger_events, "stage")]
+        names = [(t.name(stage), "held" if stage in HOLDING else "stage") for stage in STAGES]
+        names.append((t.ledger_events, "stage"))
         for s in subscriptions.subscribers:
             names.append((t.accepted_queue(s.name), "subscriber"))
             if s.endpoint is not None:
-                names.append((t.parked_queue(s.name), "parked"))
+                names.append((t.parked_queue(s.name), "held"))
         return names
 
     async def look(self, channel: AbstractChannel, subscriptions: Subscriptions) -> list[QueueRow]:
+        rates = await self._rates()
         rows = []
         for name, kind in self.names(subscriptions):
             try:
@@ -58,8 +76,48 @@ class QueueWatch:
             change = None
             if before is not None and now - before[0] >= 0.5:
                 change = (depth - before[1]) / (now - before[0])
-            rows.append(QueueRow(name, kind, depth, declared.consumer_count or 0, change))
+            oldest = await _oldest_age(channel, name) if kind == "held" and depth else None
+            rate_in, rate_out = rates.get(name, (None, None))
+            rows.append(QueueRow(name, kind, depth, declared.consumer_count or 0, change,
+                                 rate_in, rate_out, oldest))  # fmt: skip
         return rows
+
+    async def _rates(self) -> dict[str, tuple[float, float]]:
+        """Each queue's publish and deliver rates from the management plugin; none without it
+        or while it does not answer."""
+        if not self._management:
+            return {}
+        parts = urlsplit(self._management)
+        auth = aiohttp.BasicAuth(parts.username or "guest", parts.password or "guest")
+        base = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+        url = f"{base}/api/queues/{quote(self._vhost, safe='')}"
+        columns = "name,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
+        try:
+            async with (
+                aiohttp.ClientSession(auth=auth, timeout=MANAGEMENT_TIMEOUT) as http,
+                http.get(url, params={"columns": columns}) as response,
+            ):
+                response.raise_for_status()
+                queues: list[dict[str, Any]] = await response.json()
+        except (aiohttp.ClientError, TimeoutError):
+            return {}
+        return {q["name"]: _rates_of(q.get("message_stats") or {}) for q in queues}
+
+
+def _rates_of(stats: dict[str, Any]) -> tuple[float, float]:
+    return (stats.get("publish_details", {}).get("rate", 0.0),
+            stats.get("deliver_get_details", {}).get("rate", 0.0))  # fmt: skip
+
+
+async def _oldest_age(channel: AbstractChannel, name: str) -> float | None:
+    """Seconds since the head message of a holding queue was stamped. Looking takes it, and the
+    channel's close puts it back; holding queues have no delivery limit, so that costs nothing."""
+    queue = await channel.get_queue(name, ensure=False)
+    head = await queue.get(no_ack=False, fail=False)
+    if head is None or head.timestamp is None:
+        return None
+    await head.nack(requeue=True)
+    return max(0.0, (datetime.now(UTC) - head.timestamp.replace(tzinfo=UTC)).total_seconds())
 
 
 async def received_per_minute(db: asyncpg.Pool, store_id: str | None) -> list[int]:

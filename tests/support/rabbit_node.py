@@ -69,12 +69,16 @@ def _free_base() -> int:
 class RabbitNode:
     """One private node; `start()`, then `url` for clients, `stop_app()`/`start_app()`, `remove()`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, management: bool = False) -> None:
+        """With `management`, the management plugin listens on `management_url`, its statistics
+        sampled every second."""
         self.workdir = workdir
+        self.management_port = _free_base() if management else None
         self.name = f"itest-{uuid.uuid4().hex[:8]}@localhost"
         base = _free_base()
         self.port, self.dist_port, self.epmd_port = base, base + 1, base + 2
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.management_url = f"http://guest:guest@127.0.0.1:{self.management_port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
@@ -102,10 +106,14 @@ class RabbitNode:
         _epmd()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq one
-        (self.workdir / "enabled_plugins").write_text("[].\n")  # no management listener
-        (self.workdir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
-        )
+        config = f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        plugins = "[]"  # no management listener unless asked for
+        if self.management_port is not None:
+            plugins = "[rabbitmq_management]"
+            config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            config += "collect_statistics_interval = 1000\n"
+        (self.workdir / "enabled_plugins").write_text(f"{plugins}.\n")
+        (self.workdir / "rabbitmq.conf").write_text(config)
         with (self.workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [str(server)], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
