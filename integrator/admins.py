@@ -6,20 +6,17 @@ token before any lookup means the table leaks nothing usable and timing says not
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 import asyncpg
 
 from integrator.db import connection
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+from integrator.stores import token_hash
 
 
 async def create(db: asyncpg.Pool, name: str) -> str:
-    """A new administrator's token, or a new token for an existing one (the old one stops working)."""
+    """A new administrator's token, or a new token for an existing one: the old one, and every
+    console session opened with it, stop working."""
     token = "adm_" + secrets.token_urlsafe(32)
     async with connection(db) as conn:
         await conn.execute(
@@ -28,12 +25,6 @@ async def create(db: asyncpg.Pool, name: str) -> str:
             name, token_hash(token),
         )  # fmt: skip
     return token
-
-
-async def named_by(db: asyncpg.Pool, token: str) -> str | None:
-    """The administrator whose token this is, if any."""
-    async with connection(db) as conn:
-        return await conn.fetchval("SELECT name FROM admins WHERE token_sha256 = $1", token_hash(token))
 
 
 async def listing(db: asyncpg.Pool) -> list[dict[str, str]]:

@@ -43,19 +43,24 @@ async def held(ch: AbstractChannel, queue: str, limit: int | None) -> AsyncItera
         yield message
 
 
-def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
-    try:
-        body: Any = orjson.loads(message.body)
-    except orjson.JSONDecodeError:
-        body = message.body.decode(errors="replace")
+def summary(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """What a list of held messages shows of each: its id, type, reason and deliveries so far."""
     return {
         "message_id": message.message_id,
         "message": message.type,
         "reason": reason(message),
         "deliveries": (message.headers or {}).get("x-delivery-count", 0),
-        **({"attempts": attempts} if (attempts := (message.headers or {}).get("attempts")) else {}),
-        "body": body,
     }
+
+
+def describe(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The summary, with the attempts a parked copy carries, and the body."""
+    try:
+        body: Any = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        body = message.body.decode(errors="replace")
+    attempts = (message.headers or {}).get("attempts")
+    return {**summary(message), **({"attempts": attempts} if attempts else {}), "body": body}
 
 
 def reason(message: AbstractIncomingMessage) -> str | None:

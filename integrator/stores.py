@@ -31,7 +31,8 @@ class StoresFileError(Exception):
     """The stores file cannot be read or is malformed."""
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """How a token is kept and looked up: its SHA-256, so a leaked table holds nothing usable."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -42,7 +43,7 @@ class StoreTokens:
     def store_for(self, token: str) -> str | None:
         """The store a token belongs to. The secret is hashed before any lookup, so timing says
         nothing about it."""
-        return self.by_hash.get(_hash(token))
+        return self.by_hash.get(token_hash(token))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def create(path: Path, store_id: str) -> tuple[str, str]:
         entry["tokens"].append(
             {
                 "id": token_id,
-                "sha256": _hash(secret),
+                "sha256": token_hash(secret),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
@@ -163,8 +164,12 @@ class ReloadingTokens:
             self._version = version
 
     def store_for(self, token: str) -> str | None:
+        return self.store_for_hash(token_hash(token))
+
+    def store_for_hash(self, sha256: str) -> str | None:
+        """The store of the token with this hash, while the token is not revoked."""
         now = time.monotonic()
         if now - self._checked > 1.0:
             self._checked = now
             self.refresh()
-        return self._tokens.store_for(token)
+        return self._tokens.by_hash.get(sha256)

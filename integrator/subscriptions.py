@@ -26,6 +26,7 @@ from integrator.ids import is_object_id
 
 SUBSCRIBER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PATTERN_SEGMENT = re.compile(r"[a-z0-9_]+|\*|#")
+MAX_PATTERN_SEGMENTS = 16
 
 
 DELIVERED, TYPE, STORE, FILTER, IDENTIFIER = "delivered", "type", "store", "filter", "identifier"
@@ -235,8 +236,11 @@ def _identifiers(spec: Any, problems: list[str]) -> tuple[tuple[str, Path], ...]
 
 
 def is_pattern(pattern: object) -> bool:
-    """A message-type pattern: colon-separated segments, each a word, `*` or `#`."""
-    return isinstance(pattern, str) and all(PATTERN_SEGMENT.fullmatch(s) for s in pattern.split(":"))
+    """A message-type pattern: colon-separated segments, each a word, `*` or `#`, at most
+    MAX_PATTERN_SEGMENTS of them (matching a run of `#` against a type backtracks)."""
+    if not isinstance(pattern, str) or pattern.count(":") >= MAX_PATTERN_SEGMENTS:
+        return False
+    return all(PATTERN_SEGMENT.fullmatch(s) for s in pattern.split(":"))
 
 
 def pattern_regex(pattern: str) -> str:

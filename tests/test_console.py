@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -138,8 +139,14 @@ async def test_search_by_type_with_wildcards(console: Stack, page: Page, http: a
             await expect(rows.get_by_role("link", name=message_id)).to_be_visible()
         else:
             await expect(rows).to_have_text("No message matches.")
-    await page.goto(f"{console_url(console)}/messages?message=order::")
-    await expect(page.get_by_role("alert")).to_contain_text("message is not a message type or pattern")
+    for query, problem in (("message=order::", "message is not a message type or pattern"),
+                           ("message=" + quote(":".join(["#"] * 20) + ":x"), "message is not a message type"),
+                           ("since=0001-01-01", "since is not a time between 1970 and 9998"),
+                           ("until=yesterday", "until is not a time like"),
+                           ("id=a%0d%0ab", "id is not a message id")):  # fmt: skip
+        response = await page.goto(f"{console_url(console)}/messages?{query}")
+        assert response is not None and response.status == 400, query
+        await expect(page.get_by_role("alert")).to_contain_text(problem)
 
 
 async def test_a_rejected_message_shows_its_error_highlighted_in_the_payload(
@@ -255,6 +262,31 @@ async def test_pages_at_desktop_and_phone_sizes(
     assert {f"{name}-{size}.png" for name in pages for size in ("desktop", "phone")} <= made
 
 
+async def test_the_login_goes_on_to_pages_of_the_console_only(console: Stack, page: Page) -> None:
+    await console.start("console")
+    token = await asyncio.to_thread(admin_token, console)
+    for target in ("//example.com/", "/\\example.com/", "https://example.com/"):
+        await page.context.clear_cookies()
+        await page.goto(f"{console_url(console)}/login?next={target}")
+        await page.get_by_label("Token").fill(token)
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        assert page.url == console_url(console) + "/", target
+
+
+async def test_revoking_a_store_s_token_ends_its_sessions(console: Stack, page: Page) -> None:
+    await console.start("console")
+    stores_file = Path(console.env["INTEGRATOR_STORES"])
+    token_id, token = stores.create(stores_file, STORE)
+    await log_in(page, console, token)
+    assert stores.revoke(stores_file, STORE, token_id)
+    deadline = time.monotonic() + 5  # the console reads the stores file again within a second
+    while "/login" not in page.url:
+        assert time.monotonic() < deadline, "the store's session outlived its token"
+        await asyncio.sleep(0.2)
+        await page.goto(console_url(console) + "/messages")
+
+
 async def test_revoking_an_administrator_ends_their_sessions(console: Stack, page: Page) -> None:
     await console.start("console")
     await log_in(page, console, await asyncio.to_thread(admin_token, console))
@@ -285,7 +317,7 @@ async def test_a_store_replays_only_its_own_held_messages(
     assert await page.locator("table.held tbody a").all_inner_texts() == [theirs], "the other store's stays"
 
 
-async def test_the_overview_shows_rates_from_the_management_plugin_and_the_age_of_what_is_held(
+async def test_the_overview_shows_rates_from_the_management_plugin_and_held_pages_the_oldest_age(
     console: Stack, page: Page, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     node = RabbitNode(tmp_path / "rabbit", management=True)  # the machine's broker has no plugin
@@ -308,9 +340,10 @@ async def test_the_overview_shows_rates_from_the_management_plugin_and_the_age_o
                 await pushed(http, console, NEW_PRODUCT)
             await page.reload()
         assert float(await incoming.locator(".rate-out").inner_text()) > 0, "the validator takes them"
-        oldest = await page.locator(f'tr[data-queue="{console.prefix}.rejected"] .oldest').inner_text()
-        assert re.fullmatch(r"\d+ s", oldest) and int(oldest[:-2]) < 60, oldest
         await expect(page.locator("p.note")).to_have_count(0)
+        await page.goto(f"{console_url(console)}/held/rejected")
+        oldest = await page.locator(".oldest").inner_text()
+        assert re.fullmatch(r"\d+ s", oldest) and int(oldest[:-2]) < 60, oldest
     finally:
         console.stop()
         node.remove()

@@ -8,9 +8,11 @@ CREATE TABLE admins (
 );
 
 -- One row per logged-in browser, found by the SHA-256 of its cookie. Exactly one of admin and
--- store_id says who it is; a store sees only its own messages.
+-- store_id says who it is; a store sees only its own messages. token_sha256 is the token it
+-- logged in with: once that token is replaced or revoked, the session no longer counts.
 CREATE TABLE console_sessions (
     id_sha256 text PRIMARY KEY,
+    token_sha256 text NOT NULL,
     admin text COLLATE "C" REFERENCES admins (name) ON DELETE CASCADE,
     store_id text COLLATE "C",
     csrf text NOT NULL,

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from integrator import db
+from integrator import db, stores
 from integrator.service import load_catalogue_or_exit, run_service, settings_or_exit
 from integrator.topology import Topology
 from services.console.app import add_routes, error_pages, sessions
 from services.console.broker import BrokerLink
-from services.console.keys import BROKER, CATALOGUE, DATABASE, QUEUES, SETTINGS, TOPOLOGY
+from services.console.keys import (
+    BROKER,
+    CATALOGUE,
+    DATABASE,
+    QUEUES,
+    SETTINGS,
+    STORES,
+    SUBSCRIPTIONS,
+    TOPOLOGY,
+)
 from services.console.overview import QueueWatch
+from services.console.subscribers import CurrentSubscriptions
 
 log = logging.getLogger("integrator.console")
 
@@ -23,11 +34,16 @@ log = logging.getLogger("integrator.console")
 def main() -> None:
     settings = settings_or_exit()
     catalogue = load_catalogue_or_exit("console", settings)
+    try:
+        store_tokens = stores.ReloadingTokens(settings.stores)
+    except stores.StoresFileError as exc:
+        sys.exit(f"console: {exc}")
     topology = Topology.from_settings(settings)
 
     async def console(stopping: asyncio.Event) -> None:
         app = web.Application(middlewares=[error_pages, sessions])
         app[SETTINGS], app[CATALOGUE], app[TOPOLOGY] = settings, catalogue, topology
+        app[STORES], app[SUBSCRIPTIONS] = store_tokens, CurrentSubscriptions(settings.subscriptions)
         app[DATABASE] = await db.open_pool(settings.database_url, max_size=4)
         vhost = unquote(urlsplit(settings.amqp_url).path[1:]) or "/"
         app[BROKER] = BrokerLink(settings.amqp_url)

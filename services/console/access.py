@@ -1,20 +1,20 @@
 """Who is looking: logging in with an administrator's or a store's token, sessions kept in
 PostgreSQL (found by the SHA-256 of their cookie), and a CSRF token for every change.
 
-A store's session sees only that store's messages and acts only on them."""
+A session counts only while the token it was opened with does: replacing or revoking an
+administrator's token, or revoking a store's, ends its sessions at their next request. A store's
+session sees only that store's messages and acts only on them."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 
-from integrator import admins, stores
 from integrator.db import connection
+from integrator.stores import ReloadingTokens, token_hash
 
 COOKIE = "integrator_console"
 SESSION_HOURS = 12
@@ -34,43 +34,49 @@ class Session:
         return self.admin is not None or store_id == self.store_id
 
 
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-async def log_in(db: asyncpg.Pool, stores_file: Path, token: str) -> str | None:
+async def log_in(db: asyncpg.Pool, tokens: ReloadingTokens, token: str) -> str | None:
     """A new session's cookie value for whoever `token` belongs to; None for no one."""
-    admin = await admins.named_by(db, token)
-    store_id = None if admin is not None else stores.load(stores_file).store_for(token)
-    if admin is None and store_id is None:
-        return None
-    cookie = secrets.token_urlsafe(32)
-    expires = datetime.now(UTC) + timedelta(hours=SESSION_HOURS)
+    sha256 = token_hash(token)
     async with connection(db) as conn:
+        admin = await conn.fetchval("SELECT name FROM admins WHERE token_sha256 = $1", sha256)
+        store_id = None if admin is not None else tokens.store_for_hash(sha256)
+        if admin is None and store_id is None:
+            return None
+        cookie = secrets.token_urlsafe(32)
+        expires = datetime.now(UTC) + timedelta(hours=SESSION_HOURS)
         await conn.execute("DELETE FROM console_sessions WHERE expires_at < now()")
         await conn.execute(
-            "INSERT INTO console_sessions (id_sha256, admin, store_id, csrf, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            _hash(cookie), admin, store_id, secrets.token_urlsafe(24), expires,
+            "INSERT INTO console_sessions (id_sha256, token_sha256, admin, store_id, csrf, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            token_hash(cookie), sha256, admin, store_id, secrets.token_urlsafe(24), expires,
         )  # fmt: skip
     return cookie
 
 
-async def session_for(db: asyncpg.Pool, cookie: str | None) -> Session | None:
+async def session_for(db: asyncpg.Pool, tokens: ReloadingTokens, cookie: str | None) -> Session | None:
+    """The session of this cookie, while it has not expired and its token still stands."""
     if not cookie:
         return None
     async with connection(db) as conn:
         row = await conn.fetchrow(
-            "SELECT admin, store_id, csrf FROM console_sessions WHERE id_sha256 = $1 AND expires_at > now()",
-            _hash(cookie),
-        )
-    return None if row is None else Session(row["admin"], row["store_id"], row["csrf"])
+            "SELECT s.admin, s.store_id, s.csrf, s.token_sha256 FROM console_sessions s"
+            " LEFT JOIN admins a ON a.name = s.admin"
+            " WHERE s.id_sha256 = $1 AND s.expires_at > now()"
+            " AND (s.admin IS NULL OR a.token_sha256 = s.token_sha256)",
+            token_hash(cookie),
+        )  # fmt: skip
+    if row is None:
+        return None
+    if row["store_id"] is not None and tokens.store_for_hash(row["token_sha256"]) != row["store_id"]:
+        return None  # the store's token was revoked
+    return Session(row["admin"], row["store_id"], row["csrf"])
 
 
 async def log_out(db: asyncpg.Pool, cookie: str) -> None:
     async with connection(db) as conn:
-        await conn.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", _hash(cookie))
+        await conn.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", token_hash(cookie))
 
 
-def same_token(given: str | None, expected: str) -> bool:
-    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+def same_token(given: object, expected: str) -> bool:
+    """Whether a form field holds `expected` (a file or nothing does not)."""
+    return isinstance(given, str) and secrets.compare_digest(given.encode(), expected.encode())

@@ -5,18 +5,20 @@ whatever goes wrong, including the ledger's database or the broker being away.""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from integrator.connection import BROKER_ERRORS
 from integrator.db import DatabaseUnavailable
 from integrator.health import add_health_routes
 from integrator.http_json import Handler
 from services.console import access, pages
-from services.console.keys import DATABASE, SETTINGS
+from services.console.keys import DATABASE, STORES
 from services.console.render import page
 
 log = logging.getLogger("integrator.console")
@@ -32,8 +34,14 @@ SECURITY_HEADERS = {
 
 
 def _cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    """An HttpOnly, SameSite=Strict cookie; Secure over HTTPS, a TLS-terminating proxy's included."""
+    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
     response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="Strict",
-                        secure=request.secure, path="/")  # fmt: skip
+                        secure=secure, path="/")  # fmt: skip
+
+
+def _see_other(target: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": target})
 
 
 @web.middleware
@@ -64,22 +72,33 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     POST with a session carries its CSRF token in the form field `csrf`."""
     if request.path.startswith(OPEN):
         return await handler(request)
-    session = await access.session_for(request.app[DATABASE], request.cookies.get(access.COOKIE))
+    cookie = request.cookies.get(access.COOKIE)
+    session = await access.session_for(request.app[DATABASE], request.app[STORES], cookie)
     if session is None:
         if request.method == "GET":
-            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+            return _see_other(f"/login?next={quote(request.path_qs)}")
         raise web.HTTPForbidden(text="Log in first.")
-    if request.method == "POST":
-        form = await request.post()
-        if not access.same_token(form.get("csrf"), session.csrf):  # type: ignore[arg-type]
-            raise web.HTTPForbidden(text="This form did not come from this session of the console.")
+    if request.method == "POST" and not access.same_token((await _form(request)).get("csrf"), session.csrf):
+        raise web.HTTPForbidden(text="This form did not come from this session of the console.")
     request["session"] = session
     return await handler(request)
 
 
+async def _form(request: web.Request) -> MultiDictProxy:
+    """The posted form; one that is not text is a 400, not a failure of the console."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError):
+        raise web.HTTPBadRequest(text="The form could not be read.") from None
+
+
+SAME_SITE_PATH = re.compile(r"/[\x21-\x5b\x5d-\x7e]*")  # printable ASCII without a backslash
+
+
 def _next(target: str) -> str:
-    """Where to go after logging in: a path of this site only."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Where to go after logging in: a path of this site only (never //host, /\\host, or one a
+    control character turns into either)."""
+    return target if SAME_SITE_PATH.fullmatch(target) and not target.startswith("//") else "/"
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -93,27 +112,28 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def log_in(request: web.Request) -> web.Response:
-    form = await request.post()
-    if not access.same_token(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))):
+    form = await _form(request)
+    csrf = form.get("csrf")
+    if not access.same_token(csrf, request.cookies.get(LOGIN_COOKIE, "")):
         raise web.HTTPForbidden(text="This login form has expired; load it again.")
-    token = str(form.get("token", ""))
-    cookie = await access.log_in(request.app[DATABASE], request.app[SETTINGS].stores, token)
-    target = _next(str(form.get("next", "/")))
+    token, target = form.get("token"), _next(str(form.get("next", "/")))
+    cookie = None
+    if isinstance(token, str):
+        cookie = await access.log_in(request.app[DATABASE], request.app[STORES], token)
     if cookie is None:
-        response = page(request, "login.html", status=401, csrf=str(form["csrf"]), next=target,
-                        problem="That token is not an administrator's or a store's.")  # fmt: skip
-        return response
-    response = web.HTTPSeeOther(target)
+        return page(request, "login.html", status=401, csrf=csrf, next=target,
+                    problem="That token is not an administrator's or a store's.")  # fmt: skip
+    response = _see_other(target)
     _cookie(request, response, access.COOKIE, cookie, access.SESSION_HOURS * 3600)
     response.del_cookie(LOGIN_COOKIE, path="/")
-    raise response
+    return response
 
 
 async def log_out(request: web.Request) -> web.Response:
     await access.log_out(request.app[DATABASE], request.cookies.get(access.COOKIE, ""))
-    response = web.HTTPSeeOther("/login")
+    response = _see_other("/login")
     response.del_cookie(access.COOKIE, path="/")
-    raise response
+    return response
 
 
 def add_routes(app: web.Application) -> None:

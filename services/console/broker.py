@@ -3,6 +3,7 @@ is lost, and a fresh channel for each look (closing it puts back whatever the lo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,14 +15,19 @@ class BrokerLink:
     def __init__(self, url: str) -> None:
         self._url = url
         self._connection: AbstractConnection | None = None
+        self._connecting = asyncio.Lock()  # two pages at once open one connection, not two
+
+    async def _connected(self) -> AbstractConnection:
+        async with self._connecting:
+            if self._connection is None or self._connection.is_closed:
+                self._connection = await aio_pika.connect(
+                    self._url, timeout=5, client_properties={"connection_name": "integrator-console"}
+                )
+            return self._connection
 
     @asynccontextmanager
     async def channel(self) -> AsyncIterator[AbstractChannel]:
-        if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(
-                self._url, timeout=5, client_properties={"connection_name": "integrator-console"}
-            )
-        channel = await self._connection.channel(publisher_confirms=True)
+        channel = await (await self._connected()).channel(publisher_confirms=True)
         try:
             yield channel
         finally:

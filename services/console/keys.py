@@ -7,9 +7,11 @@ from aiohttp import web
 
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
+from integrator.stores import ReloadingTokens
 from integrator.topology import Topology
 from services.console.broker import BrokerLink
 from services.console.overview import QueueWatch
+from services.console.subscribers import CurrentSubscriptions
 
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", asyncpg.Pool)
@@ -17,3 +19,5 @@ BROKER = web.AppKey("broker", BrokerLink)
 TOPOLOGY = web.AppKey("topology", Topology)
 QUEUES = web.AppKey("queues", QueueWatch)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
+STORES = web.AppKey("stores", ReloadingTokens)
+SUBSCRIPTIONS = web.AppKey("subscriptions", CurrentSubscriptions)

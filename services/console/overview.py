@@ -1,8 +1,8 @@
 """The overview's figures: every queue of the hub with its depth and consumers (over AMQP), its
 rates in and out (from RabbitMQ's management plugin, where INTEGRATOR_MANAGEMENT_URL names it;
-AMQP has no rates, so without it the depth's net change per second stands in), the age of the
-oldest message a holding queue keeps, and the messages received per minute over the last hour
-(from the ledger), drawn as an SVG bar chart on the server."""
+AMQP has no rates, so without it the depth's net change per second stands in), and the messages
+received per minute over the last hour (from the ledger), drawn as an SVG bar chart on the
+server. No queue is looked into: a look counts a delivery against each message it takes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aio_pika
 import aiohttp
 import asyncpg
 from aio_pika.abc import AbstractChannel
+from markupsafe import Markup
+from yarl import URL
 
 from integrator.db import connection
 from integrator.subscriptions import Subscriptions
@@ -28,17 +30,12 @@ MANAGEMENT_TIMEOUT = aiohttp.ClientTimeout(total=3)
 class QueueRow:
     name: str
     kind: str  # stage, subscriber, held
+    held_stage: str | None  # the page of a holding queue: `rejected`, `parked.erp`
     depth: int | None  # None: the queue is not there
     consumers: int | None
     change_per_s: float | None  # net change of the depth since the previous look
     rate_in: float | None = None  # messages per second, from the management plugin
     rate_out: float | None = None
-    oldest_s: float | None = None  # age of the oldest message, for holding queues
-
-    @property
-    def held_stage(self) -> str | None:
-        """The stage a holding queue's page is under (`rejected`, `parked.erp`), else None."""
-        return self.name.split(".", 1)[1] if self.kind == "held" else None
 
 
 class QueueWatch:
@@ -50,25 +47,27 @@ class QueueWatch:
         self._vhost = vhost
         self._last: dict[str, tuple[float, int]] = {}
 
-    def names(self, subscriptions: Subscriptions) -> list[tuple[str, str]]:
+    def names(self, subscriptions: Subscriptions) -> list[tuple[str, str, str | None]]:
+        """(queue, kind, the stage of a holding queue) of every queue of the hub."""
         t = self._topology
-        names = [(t.name(stage), "held" if stage in HOLDING else "stage") for stage in STAGES]
-        names.append((t.ledger_events, "stage"))
+        names = [(t.name(stage), "held", stage) if stage in HOLDING else (t.name(stage), "stage", None)
+                 for stage in STAGES]  # fmt: skip
+        names.append((t.ledger_events, "stage", None))
         for s in subscriptions.subscribers:
-            names.append((t.accepted_queue(s.name), "subscriber"))
+            names.append((t.accepted_queue(s.name), "subscriber", None))
             if s.endpoint is not None:
-                names.append((t.parked_queue(s.name), "held"))
+                names.append((t.parked_queue(s.name), "held", f"parked.{s.name}"))
         return names
 
     async def look(self, channel: AbstractChannel, subscriptions: Subscriptions) -> list[QueueRow]:
         rates = await self._rates()
         rows = []
-        for name, kind in self.names(subscriptions):
+        for name, kind, stage in self.names(subscriptions):
             try:
                 declared = (await channel.declare_queue(name, passive=True)).declaration_result
             except aio_pika.exceptions.ChannelClosed:  # not declared yet; the channel needs reopening
                 await channel.reopen()
-                rows.append(QueueRow(name, kind, None, None, None))
+                rows.append(QueueRow(name, kind, stage, None, None, None))
                 continue
             depth, now = declared.message_count or 0, time.monotonic()
             before = self._last.get(name)
@@ -76,10 +75,9 @@ class QueueWatch:
             change = None
             if before is not None and now - before[0] >= 0.5:
                 change = (depth - before[1]) / (now - before[0])
-            oldest = await _oldest_age(channel, name) if kind == "held" and depth else None
             rate_in, rate_out = rates.get(name, (None, None))
-            rows.append(QueueRow(name, kind, depth, declared.consumer_count or 0, change,
-                                 rate_in, rate_out, oldest))  # fmt: skip
+            rows.append(QueueRow(name, kind, stage, depth, declared.consumer_count or 0, change,
+                                 rate_in, rate_out))  # fmt: skip
         return rows
 
     async def _rates(self) -> dict[str, tuple[float, float]]:
@@ -87,10 +85,9 @@ class QueueWatch:
         or while it does not answer."""
         if not self._management:
             return {}
-        parts = urlsplit(self._management)
-        auth = aiohttp.BasicAuth(parts.username or "guest", parts.password or "guest")
-        base = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
-        url = f"{base}/api/queues/{quote(self._vhost, safe='')}"
+        management = URL(self._management)
+        auth = aiohttp.BasicAuth(management.user or "guest", management.password or "guest")
+        url = management.with_user(None).with_path(f"/api/queues/{quote(self._vhost, safe='')}", encoded=True)
         columns = "name,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
         try:
             async with (
@@ -109,17 +106,6 @@ def _rates_of(stats: dict[str, Any]) -> tuple[float, float]:
             stats.get("deliver_get_details", {}).get("rate", 0.0))  # fmt: skip
 
 
-async def _oldest_age(channel: AbstractChannel, name: str) -> float | None:
-    """Seconds since the head message of a holding queue was stamped. Looking takes it, and the
-    channel's close puts it back; holding queues have no delivery limit, so that costs nothing."""
-    queue = await channel.get_queue(name, ensure=False)
-    head = await queue.get(no_ack=False, fail=False)
-    if head is None or head.timestamp is None:
-        return None
-    await head.nack(requeue=True)
-    return max(0.0, (datetime.now(UTC) - head.timestamp.replace(tzinfo=UTC)).total_seconds())
-
-
 async def received_per_minute(db: asyncpg.Pool, store_id: str | None) -> list[int]:
     """Originals received in each of the last 60 minutes, oldest first."""
     now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -135,7 +121,7 @@ async def received_per_minute(db: asyncpg.Pool, store_id: str | None) -> list[in
     return [counts.get(since + timedelta(minutes=i), 0) for i in range(60)]
 
 
-def bar_chart(counts: list[int], width: int = 600, height: int = 120) -> str:
+def bar_chart(counts: list[int], width: int = 600, height: int = 120) -> Markup:
     """An SVG of one bar per count, labelled for screen readers with the total and the peak."""
     peak = max(counts) or 1
     bar = width / len(counts)
@@ -145,7 +131,7 @@ def bar_chart(counts: list[int], width: int = 600, height: int = 120) -> str:
         for i, n in enumerate(counts)
     )
     label = f"messages received per minute over the last hour: {sum(counts)} in all, at most {max(counts)}"
-    return (
+    return Markup(  # numbers only: nothing in it comes from a message
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{label}" '
         f'preserveAspectRatio="none">{bars}</svg>'
     )

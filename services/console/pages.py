@@ -4,45 +4,37 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+from multidict import MultiMapping
 
 from integrator import held, ledger
-from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern, topic_matches
+from integrator.ids import is_object_id
+from integrator.subscriptions import is_pattern, topic_matches
 from integrator.topology import HOLDING
 from services.console.access import Session
-from services.console.keys import BROKER, CATALOGUE, DATABASE, QUEUES, SETTINGS, TOPOLOGY
+from services.console.keys import BROKER, CATALOGUE, DATABASE, QUEUES, SETTINGS, SUBSCRIPTIONS, TOPOLOGY
 from services.console.overview import bar_chart, received_per_minute
 from services.console.render import page
 
 SEARCH_FIELDS = ("id", "message", "store", "state", "since", "until")
-HELD_SHOWN = 100  # messages listed on a held queue's page
-HELD_LOOKED_AT = 1000  # of which the first this many of the queue are looked through
+HELD_LOOKED_AT = 1000  # a held queue's page looks at the first this many messages of the queue
+HELD_SHOWN = 100  # and lists at most this many of those the session may see
 
 
 def session_of(request: web.Request) -> Session:
     return request["session"]
 
 
-def subscriptions(request: web.Request) -> Subscriptions:
-    """The subscriptions file as the router has it loaded (it rereads the same file)."""
-    try:
-        return Subscriptions.load(request.app[SETTINGS].subscriptions)
-    except SubscriptionsError:
-        return Subscriptions([])
-
-
 async def overview(request: web.Request) -> web.Response:
+    subscriptions = await request.app[SUBSCRIPTIONS].get()
     async with request.app[BROKER].channel() as channel:
-        rows = await request.app[QUEUES].look(channel, subscriptions(request))
-    template = "queues.html" if request.query.get("part") == "queues" else "overview.html"
-    if template == "queues.html":
-        return page(request, template, rows=rows)
-    store = session_of(request).store_id
-    chart = bar_chart(await received_per_minute(request.app[DATABASE], store))
-    return page(request, template, rows=rows, chart=chart)
+        rows = await request.app[QUEUES].look(channel, subscriptions)
+    if request.query.get("part") == "queues":  # the live part, every few seconds
+        return page(request, "queues.html", rows=rows)
+    chart = bar_chart(await received_per_minute(request.app[DATABASE], session_of(request).store_id))
+    return page(request, "overview.html", rows=rows, chart=chart)
 
 
 def _moment(text: str, field: str) -> datetime:
@@ -50,17 +42,21 @@ def _moment(text: str, field: str) -> datetime:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ledger.BadQuery(field, "is not a time like 2026-12-05T10:00") from None
+    if not 1970 <= parsed.year <= 9998:
+        raise ledger.BadQuery(field, "is not a time between 1970 and 9998")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def messages(request: web.Request) -> web.Response:
     """Search by id, type (wildcards), store, state and time range, a page at a time."""
     form = {k: request.query.get(k, "").strip() for k in SEARCH_FIELDS}
-    if form["id"]:
-        raise web.HTTPSeeOther(f"/messages/{form['id']}")
     session = session_of(request)
     query, problem = ledger.Search(store_id=session.store_id), None
     try:
+        if form["id"]:
+            if not is_object_id(form["id"]):
+                raise ledger.BadQuery("id", "is not a message id (24 hexadecimal digits)")
+            return web.Response(status=303, headers={"Location": f"/messages/{form['id']}"})
         if form["message"]:
             if not is_pattern(form["message"]):
                 raise ledger.BadQuery("message", "is not a message type or pattern, like order:*")
@@ -94,21 +90,21 @@ async def message(request: web.Request) -> web.Response:
     return page(request, "message.html", record=record, marked=marked)
 
 
-def held_stage(request: web.Request) -> str:
+async def held_stage(request: web.Request) -> str:
     stage = request.match_info["queue"]
     parked = stage.removeprefix("parked.")
-    if stage in HOLDING or (parked != stage and parked in subscriptions(request).names):
+    if stage in HOLDING or (parked != stage and parked in (await request.app[SUBSCRIPTIONS].get()).names):
         return stage
     raise web.HTTPNotFound(text=f"{stage} is not a holding queue")
 
 
-def chooser(request: web.Request, form: Any) -> held.Choice:
+def chooser(request: web.Request, form: MultiMapping) -> held.Choice:
     """The held messages an action takes: one by id, or all of a type pattern (all if none);
     a store's session only ever its own store's."""
     session = session_of(request)
-    message_id, pattern = form.get("message_id", ""), form.get("message", "").strip()
+    message_id, pattern = str(form.get("message_id", "")), str(form.get("message", "")).strip()
     if pattern and not is_pattern(pattern):
-        raise web.HTTPBadRequest(text=f"{pattern!r} is not a message type or pattern")
+        raise web.HTTPBadRequest(text=f"{pattern[:100]!r} is not a message type or pattern, like order:*")
     wanted = tuple(pattern.split(":")) if pattern else None
 
     def chosen(m: AbstractIncomingMessage) -> bool:
@@ -122,19 +118,22 @@ def chooser(request: web.Request, form: Any) -> held.Choice:
 
 
 async def held_list(request: web.Request) -> web.Response:
-    stage = held_stage(request)
+    stage = await held_stage(request)
     chosen = chooser(request, request.query)
     queue = request.app[TOPOLOGY].name(stage)
     async with request.app[BROKER].channel() as channel:
         looked = [m async for m in held.held(channel, queue, HELD_LOOKED_AT)]
-    shown = [held.describe(m) for m in looked if chosen(m)][:HELD_SHOWN]
-    return page(request, "held.html", stage=stage, shown=shown, filter=request.query.get("message", ""))
+    mine = [m for m in looked if chosen(m)]
+    oldest = min((m.timestamp.replace(tzinfo=UTC) for m in mine if m.timestamp), default=None)
+    age = None if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+    return page(request, "held.html", stage=stage, shown=[held.summary(m) for m in mine[:HELD_SHOWN]],
+                filter=request.query.get("message", ""), oldest_s=age, looked=len(looked))  # fmt: skip
 
 
 async def held_act(request: web.Request) -> web.Response:
     """Replay or discard one held message, or all that match: first a confirmation that says how
     many, then (with `confirmed`) the deed."""
-    stage = held_stage(request)
+    stage = await held_stage(request)
     form = await request.post()
     action = form.get("action")
     if action not in ("replay", "discard"):
@@ -144,7 +143,7 @@ async def held_act(request: web.Request) -> web.Response:
     async with request.app[BROKER].channel() as channel:
         if form.get("confirmed") != "yes":
             count = sum([1 async for m in held.held(channel, topology.name(stage), None) if chosen(m)])
-            which = {"message_id": form.get("message_id", ""), "message": form.get("message", "")}
+            which = {"message_id": str(form.get("message_id", "")), "message": str(form.get("message", ""))}
             return page(request, "confirm.html", stage=stage, action=action, count=count, form=which)
         done = [m.message_id async for m in held.act_on(channel, topology, stage, chosen,
                                                          action == "replay", settings.ledger)]  # fmt: skip
@@ -157,5 +156,12 @@ async def catalogue(request: web.Request) -> web.Response:
 
 
 async def subscriptions_page(request: web.Request) -> web.Response:
-    return page(request, "subscriptions.html", subscribers=subscriptions(request).subscribers,
-                file=request.app[SETTINGS].subscriptions)  # fmt: skip
+    """The subscribers as the router has them; a store sees those that take its messages, without
+    their endpoints' addresses."""
+    current = request.app[SUBSCRIPTIONS]
+    subscribers = (await current.get()).subscribers
+    store = session_of(request).store_id
+    if store is not None:
+        subscribers = [s for s in subscribers if s.wants_store(store)]
+    return page(request, "subscriptions.html", subscribers=subscribers, problems=current.problems,
+                file=current.path)  # fmt: skip
