@@ -3,6 +3,7 @@ every value carries its JSON pointer, so that the values an error or warning nam
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,4 +55,10 @@ def json_html(value: Any, pointer: str, marked: dict[str, str]) -> Markup:
     return Markup("<span{}>{}</span>").format(attrs, escape(orjson.dumps(value).decode()))
 
 
+def unix_ms(value: int) -> str:
+    """A time in Unix milliseconds as ISO 8601 UTC, as the ledger's other times are shown."""
+    return datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 environment.globals["json_html"] = json_html
+environment.filters["unix_ms"] = unix_ms
