@@ -9,9 +9,7 @@ import asyncio
 import logging
 import sys
 
-import aio_pika
-
-from integrator.connection import BROKER_ERRORS, REFUSED
+from integrator.connection import BROKER_ERRORS, REFUSED, connect_first
 from integrator.logs import redact
 from integrator.settings import Settings
 
@@ -30,7 +28,7 @@ def missing(url: str, error: BaseException) -> str:
 async def problem(url: str) -> str | None:
     """None if the broker at `url` lets us in, else what to tell the user."""
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(url), 5)
+        connection = await connect_first(url, "integrator-check", per_node=5)
     except BROKER_ERRORS as exc:
         return missing(url, exc)
     await connection.close()

@@ -36,7 +36,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from integrator import admins, db, ledger, stores
 from integrator.check_broker import missing
-from integrator.connection import BROKER_ERRORS
+from integrator.connection import BROKER_ERRORS, connect_first
 from integrator.held import act_on, describe, held, replay_target
 from integrator.ids import is_object_id
 from integrator.logs import redact
@@ -52,9 +52,7 @@ def emit(record: dict[str, Any]) -> None:
 
 @asynccontextmanager
 async def channel(settings: Settings, confirms: bool = False) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(
-        settings.amqp_url, client_properties={"connection_name": "integrator-cli"}
-    )
+    connection = await connect_first(settings.amqp_url, "integrator-cli")
     async with connection:
         yield await connection.channel(publisher_confirms=confirms)
 

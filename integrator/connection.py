@@ -1,4 +1,8 @@
-"""Owns talking to the broker: connecting with capped, logged retries, and reconnecting after loss."""
+"""Owns talking to the broker: connecting with capped, logged retries, and reconnecting after loss.
+
+AMQP_URL may name several nodes of a cluster, separated by commas: a connection goes to the
+first that answers, and after a loss the next attempt starts with the node after the lost one.
+"""
 
 from __future__ import annotations
 
@@ -40,26 +44,51 @@ class BrokerRefused(Exception):
 Session = Callable[[AbstractConnection], Awaitable[None]]
 
 
-async def connect(url: str, name: str, stopping: asyncio.Event) -> AbstractConnection | None:
-    """Connect, retrying with exponential backoff capped at MAX_DELAY; None once `stopping` is set.
+def broker_urls(url: str) -> list[str]:
+    """The nodes AMQP_URL names: one URL, or several separated by commas."""
+    return [part.strip() for part in url.split(",") if part.strip()]
 
-    Raises BrokerRefused at once if the broker refuses the credentials."""
+
+async def connect_first(url: str, name: str, per_node: float = CONNECT_TIMEOUT) -> AbstractConnection:
+    """A connection to the first node of `url` that answers, for a one-off client (the CLI, a
+    check); raises the last node's error if none does."""
+    urls = broker_urls(url)
+    for i, node in enumerate(urls):
+        try:
+            return await aio_pika.connect(node, client_properties={"connection_name": name}, timeout=per_node)
+        except BROKER_ERRORS:
+            if i == len(urls) - 1:
+                raise
+    raise ValueError("AMQP_URL names no broker")
+
+
+async def connect(
+    url: str, name: str, stopping: asyncio.Event, first: int = 0
+) -> tuple[AbstractConnection, int] | None:
+    """Connect to the nodes of `url` in turn from the `first`, each round of them retried with
+    exponential backoff capped at MAX_DELAY; the connection and its node's index, or None once
+    `stopping` is set. Raises BrokerRefused at once if a broker refuses the credentials."""
+    urls = broker_urls(url)
     delay = FIRST_DELAY
     attempt = 1
     while not stopping.is_set():
+        node = (first + attempt - 1) % len(urls)
         try:
-            return await _unless_stopping(
-                aio_pika.connect(url, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT),
+            connection = await _unless_stopping(
+                aio_pika.connect(urls[node], client_properties={"connection_name": name},
+                                 timeout=CONNECT_TIMEOUT),
                 stopping,
-            )
+            )  # fmt: skip
+            return None if connection is None else (connection, node)
         except REFUSED as exc:
             raise BrokerRefused(redact(f"the broker refuses the credentials of AMQP_URL: {exc}")) from None
         except Exception as exc:  # any other failure to connect is worth another try
-            log.warning(
-                "broker unreachable", extra={"attempt": attempt, "retry_in": delay, "error": repr(exc)}
-            )
-        await _sleep(delay, stopping)
-        delay = min(delay * 2, MAX_DELAY)
+            last_of_round = attempt % len(urls) == 0
+            log.warning("broker unreachable", extra={"attempt": attempt, "node": redact(urls[node]),
+                        "retry_in": delay if last_of_round else 0, "error": repr(exc)})  # fmt: skip
+        if attempt % len(urls) == 0:  # every node tried once: wait before the next round
+            await _sleep(delay, stopping)
+            delay = min(delay * 2, MAX_DELAY)
         attempt += 1
     return None
 
@@ -87,9 +116,11 @@ async def stay_connected(url: str, name: str, session: Session, stopping: asynci
     A session returns when `stopping` is set. It is cancelled if its connection is lost, and may
     raise a broker error when its channel is; either way a new connection follows.
     """
-    quick_failures = 0
-    while (connection := await connect(url, name, stopping)) is not None:
-        log.info("connected to broker")
+    quick_failures, first = 0, 0
+    while (connected := await connect(url, name, stopping, first)) is not None:
+        connection, node = connected
+        first = node + 1  # after a loss, another node first: this one may be the one that went
+        log.info("connected to broker", extra={"node": redact(broker_urls(url)[node])})
         started = time.monotonic()
         lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_, lost=lost: lost.set())

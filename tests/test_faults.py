@@ -26,9 +26,10 @@ from aio_pika.abc import AbstractChannel
 from integrator.connection import CONNECT_TIMEOUT
 from tests.support.broker import AMQP_URL, body, depth, next_message, take
 from tests.support.load import FAULT_MESSAGES, Arrivals, Push, arrivals, product, push
-from tests.support.processes import Stack
+from tests.support.processes import Stack, free_port
 from tests.support.proxy import Proxy
 from tests.support.rabbit_node import NodeUnavailable, RabbitNode
+from tests.test_operations import cli
 
 BROKER = urlparse(AMQP_URL)
 QUEUES_AFTER = ("incoming", "validated", "accepted.store", "accepted.erp")
@@ -268,3 +269,31 @@ async def test_a_service_stops_at_once_while_a_silent_broker_keeps_it_connecting
         await service.wait_for_log("starting", offset=service.launch())
         assert await asyncio.to_thread(service.stop, signal.SIGTERM, CONNECT_TIMEOUT / 2) == 0
     assert '"event":"stopped"' in service.log_text()
+
+
+async def test_amqp_url_names_several_nodes_and_a_service_moves_to_another_when_its_node_goes(
+    stack: Stack, private_broker: RabbitNode, channel: AbstractChannel, http: aiohttp.ClientSession
+) -> None:
+    """Two single nodes stand in for a cluster's: the gateway connects to the first that
+    answers, and to the other once that one goes away; the CLI finds a node that answers too."""
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    stack.env["AMQP_URL"] = f"{nowhere}, {private_broker.url},{AMQP_URL}"
+    gateway = await stack.service("gateway").start("accepting messages")
+    assert f"127.0.0.1:{private_broker.port}" in gateway.log_text(), "the first node that answers"
+    offset = len(gateway.log_text())
+    await private_broker.stop_app()
+    await gateway.wait_for_text('"event":"connected to broker"', within=30, offset=offset)
+    connected = gateway.log_text(offset)
+    assert "5672" in connected.split('"event":"connected to broker"')[1].split("\n")[0], connected
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # the gateway answers 503 until its topology is declared on the new node
+        async with http.post(stack.url + "/messages", json=product(1)) as response:
+            if response.status == 202:
+                sent = await response.json()
+                break
+        assert asyncio.get_running_loop().time() < deadline, "no 202 from the other node"
+        await asyncio.sleep(0.1)
+    (arrived,) = await take(channel, f"{stack.prefix}.incoming", 1)
+    assert arrived.message_id == sent["message_id"]
+    (stats, *_) = await asyncio.to_thread(cli, stack, "stats", "--interval", "0.1")
+    assert stats["queue"] == f"{stack.prefix}.incoming"

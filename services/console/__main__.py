@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from integrator import db, stores
+from integrator.connection import broker_urls
 from integrator.service import load_catalogue_or_exit, run_service, settings_or_exit
 from integrator.topology import Topology
 from services.console.app import add_routes, error_pages, sessions
@@ -45,7 +46,7 @@ def main() -> None:
         app[SETTINGS], app[CATALOGUE], app[TOPOLOGY] = settings, catalogue, topology
         app[STORES], app[SUBSCRIPTIONS] = store_tokens, CurrentSubscriptions(settings.subscriptions)
         app[DATABASE] = await db.open_pool(settings.database_url, max_size=4)
-        vhost = unquote(urlsplit(settings.amqp_url).path[1:]) or "/"
+        vhost = unquote(urlsplit(broker_urls(settings.amqp_url)[0]).path[1:]) or "/"
         app[BROKER] = BrokerLink(settings.amqp_url)
         app[QUEUES] = QueueWatch(topology, settings.management_url, vhost)
         add_routes(app)

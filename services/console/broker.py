@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from integrator.connection import connect_first
 
 
 class BrokerLink:
@@ -20,9 +21,7 @@ class BrokerLink:
     async def _connected(self) -> AbstractConnection:
         async with self._connecting:
             if self._connection is None or self._connection.is_closed:
-                self._connection = await aio_pika.connect(
-                    self._url, timeout=5, client_properties={"connection_name": "integrator-console"}
-                )
+                self._connection = await connect_first(self._url, "integrator-console", per_node=5)
             return self._connection
 
     @asynccontextmanager
