@@ -47,6 +47,7 @@ class Settings:
     body_timeout: float = 10.0  # seconds for a request body to arrive, once its headers have
     prefetch: int = 128
     delivery_limit: int = 20
+    quorum_size: int = 0  # replicas of each quorum queue; 0: RabbitMQ's default
     publish_timeout: float = 10.0
     retry_after_seconds: int = 1
     max_backlog: int = 250

@@ -47,11 +47,12 @@ class Topology:
     max_backlog: int = 0  # 0: unbounded
     ledger: bool = True
     retry_schedule: tuple[float, ...] = ()
+    quorum_size: int = 0  # replicas of each queue; 0: RabbitMQ's default (every node, up to 3 by default)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
         s = settings
-        return cls(s.prefix, s.delivery_limit, s.max_backlog, s.ledger, s.retry_schedule)
+        return cls(s.prefix, s.delivery_limit, s.max_backlog, s.ledger, s.retry_schedule, s.quorum_size)
 
     def name(self, stage: str) -> str:
         return f"{self.prefix}.{stage}"
@@ -112,6 +113,8 @@ class Topology:
         publishes (the publisher sees a nack) instead of silently dropping old messages.
         """
         arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self.quorum_size:  # RabbitMQ holds a queue to it: changing it later means a new queue
+            arguments["x-quorum-initial-group-size"] = self.quorum_size
         if stage == "ledger":
             return arguments
         if stage == "delay":  # no consumer: copies leave when they expire

@@ -182,3 +182,16 @@ async def test_a_conflicting_queue_stops_the_service_with_a_clear_message(
         assert await asyncio.to_thread(service.process.wait, 20) == 1
         assert f"{name}: queue {stack.prefix}.incoming exists with other arguments than" in service.log_text()
         assert "choose another INTEGRATOR_PREFIX" in service.log_text()
+
+
+async def test_the_quorum_size_is_declared_on_every_queue(stack: Stack, channel: AbstractChannel) -> None:
+    """INTEGRATOR_QUORUM_SIZE reaches every queue's arguments: a service started without it then
+    meets queues of another shape, and says so."""
+    stack.env["INTEGRATOR_QUORUM_SIZE"] = "3"  # more than this one node: RabbitMQ uses what it has
+    await stack.start("validator")
+    stack.stop()
+    stack.env["INTEGRATOR_QUORUM_SIZE"] = "0"
+    service = stack.service("router")
+    service.launch()
+    assert await asyncio.to_thread(service.process.wait, 20) == 1
+    assert f"queue {stack.prefix}.incoming exists with other arguments than" in service.log_text()
