@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -42,7 +41,7 @@ from integrator.ids import is_object_id
 from integrator.logs import redact
 from integrator.settings import Settings
 from integrator.subscriptions import Subscriptions, SubscriptionsError, is_pattern
-from integrator.topology import HOLDING, STAGES, Topology
+from integrator.topology import HOLDING, STAGES, Topology, queue_state
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -70,22 +69,13 @@ async def stats(settings: Settings, interval: float) -> None:
         topology.accepted_queue(s) for s in subscriber_names(settings)
     ]
     async with channel(settings) as ch:
-        first = {name: await _declared(ch, name) for name in names}
+        first = {name: await queue_state(ch, name) for name in names}
         await asyncio.sleep(interval)
         for name in names:
-            depth, consumers = await _declared(ch, name)
-            before = first[name][0]
-            change = None if before is None or depth is None else round((depth - before) / interval, 1)
+            depth, consumers = await queue_state(ch, name) or (None, None)
+            before = first[name]
+            change = None if before is None or depth is None else round((depth - before[0]) / interval, 1)
             emit({"queue": name, "depth": depth, "consumers": consumers, "net_change_per_s": change})
-
-
-async def _declared(ch: AbstractChannel, name: str) -> tuple[int | None, int | None]:
-    try:
-        result = (await ch.declare_queue(name, passive=True)).declaration_result
-    except aio_pika.exceptions.ChannelClosed:
-        await ch.reopen()
-        return None, None
-    return result.message_count, result.consumer_count
 
 
 async def tail(settings: Settings, subscriber: str, count: int | None) -> None:

@@ -83,12 +83,12 @@ async def connect(
         except REFUSED as exc:
             raise BrokerRefused(redact(f"the broker refuses the credentials of AMQP_URL: {exc}")) from None
         except Exception as exc:  # any other failure to connect is worth another try
-            last_of_round = attempt % len(urls) == 0
+            round_done = attempt % len(urls) == 0  # every node tried once: wait before the next round
             log.warning("broker unreachable", extra={"attempt": attempt, "node": redact(urls[node]),
-                        "retry_in": delay if last_of_round else 0, "error": repr(exc)})  # fmt: skip
-        if attempt % len(urls) == 0:  # every node tried once: wait before the next round
-            await _sleep(delay, stopping)
-            delay = min(delay * 2, MAX_DELAY)
+                        "retry_in": delay if round_done else 0, "error": repr(exc)})  # fmt: skip
+            if round_done:
+                await _sleep(delay, stopping)
+                delay = min(delay * 2, MAX_DELAY)
         attempt += 1
     return None
 

@@ -28,9 +28,7 @@ class Settings:
     deliverer_port: int = 8085
     console_host: str = "0.0.0.0"
     console_port: int = 8083
-    management_url: str = (
-        ""  # RabbitMQ's management API, for the console's rates: http://user:pass@host:15672
-    )
+    management_url: str = ""  # RabbitMQ's management API (the console's rates): http://user:pw@host:15672
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
     allow_private_endpoints: bool = False  # endpoints on loopback, private and link-local addresses
     ledger: bool = True  # feed the ledger's queue: the gateway's receipts and the workers' batch events

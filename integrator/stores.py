@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from integrator import files
 from integrator.ids import is_object_id
 
 log = logging.getLogger("integrator.stores")
@@ -137,19 +138,14 @@ class ReloadingTokens:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._version: tuple[int, int, int] | None = None
+        self._version: files.Version = None
         self._checked = 0.0
         self._tokens = StoreTokens({})
         self.refresh(starting=True)
 
     def refresh(self, starting: bool = False) -> None:
-        """Read the file again if it is another file than last time: a rename gives it another
-        inode, an edit in place another size or nanosecond mtime."""
-        try:
-            stat = self._path.stat()
-            version: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        except FileNotFoundError:
-            version = None
+        """Read the file again if it is another file than last time."""
+        version = files.version(self._path)
         if version != self._version:
             try:
                 self._tokens = load(self._path)

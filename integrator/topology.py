@@ -198,3 +198,14 @@ class Topology:
                 f"queue {name} exists with other arguments than {arguments}; drain and delete it "
                 "(rabbitmqctl delete_queue), or choose another INTEGRATOR_PREFIX"
             ) from None
+
+
+async def queue_state(channel: AbstractChannel, name: str) -> tuple[int, int] | None:
+    """A queue's depth and consumers as the broker says them; None if there is no such queue
+    (the broker then closes the channel, which is reopened for the next look)."""
+    try:
+        declared = (await channel.declare_queue(name, passive=True)).declaration_result
+    except aio_pika.exceptions.ChannelClosed:
+        await channel.reopen()
+        return None
+    return declared.message_count or 0, declared.consumer_count or 0

@@ -19,7 +19,7 @@ from integrator.health import add_health_routes
 from integrator.http_json import Handler
 from services.console import access, pages
 from services.console.keys import DATABASE, STORES
-from services.console.render import page
+from services.console.render import page, see_other
 
 log = logging.getLogger("integrator.console")
 
@@ -40,16 +40,10 @@ def _cookie(request: web.Request, response: web.StreamResponse, name: str, value
                         secure=secure, path="/")  # fmt: skip
 
 
-def _see_other(target: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": target})
-
-
 @web.middleware
 async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-    except web.HTTPRedirection:
-        raise
     except web.HTTPException as exc:
         response = page(request, "error.html", status=exc.status, title=exc.reason, detail=exc.text or "")
     except DatabaseUnavailable:
@@ -76,7 +70,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     session = await access.session_for(request.app[DATABASE], request.app[STORES], cookie)
     if session is None:
         if request.method == "GET":
-            return _see_other(f"/login?next={quote(request.path_qs)}")
+            return see_other(f"/login?next={quote(request.path_qs)}")
         raise web.HTTPForbidden(text="Log in first.")
     if request.method == "POST" and not access.same_token((await _form(request)).get("csrf"), session.csrf):
         raise web.HTTPForbidden(text="This form did not come from this session of the console.")
@@ -123,7 +117,7 @@ async def log_in(request: web.Request) -> web.Response:
     if cookie is None:
         return page(request, "login.html", status=401, csrf=csrf, next=target,
                     problem="That token is not an administrator's or a store's.")  # fmt: skip
-    response = _see_other(target)
+    response = see_other(target)
     _cookie(request, response, access.COOKIE, cookie, access.SESSION_HOURS * 3600)
     response.del_cookie(LOGIN_COOKIE, path="/")
     return response
@@ -131,7 +125,7 @@ async def log_in(request: web.Request) -> web.Response:
 
 async def log_out(request: web.Request) -> web.Response:
     await access.log_out(request.app[DATABASE], request.cookies.get(access.COOKIE, ""))
-    response = _see_other("/login")
+    response = see_other("/login")
     response.del_cookie(access.COOKIE, path="/")
     return response
 

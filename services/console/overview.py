@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 import aiohttp
 import asyncpg
 from aio_pika.abc import AbstractChannel
@@ -21,7 +20,7 @@ from yarl import URL
 
 from integrator.db import connection
 from integrator.subscriptions import Subscriptions
-from integrator.topology import HOLDING, STAGES, Topology
+from integrator.topology import HOLDING, STAGES, Topology, queue_state
 
 MANAGEMENT_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
@@ -43,9 +42,15 @@ class QueueWatch:
 
     def __init__(self, topology: Topology, management_url: str, vhost: str) -> None:
         self._topology = topology
-        self._management = management_url.rstrip("/")
-        self._vhost = vhost
         self._last: dict[str, tuple[float, int]] = {}
+        self._management: tuple[URL, aiohttp.BasicAuth] | None = None  # the queues' URL, and whose
+        if management_url:
+            management = URL(management_url)
+            queues = management.with_user(None).with_path(
+                f"/api/queues/{quote(vhost, safe='')}", encoded=True
+            )
+            auth = aiohttp.BasicAuth(management.user or "guest", management.password or "guest")
+            self._management = queues, auth
 
     def names(self, subscriptions: Subscriptions) -> list[tuple[str, str, str | None]]:
         """(queue, kind, the stage of a holding queue) of every queue of the hub."""
@@ -63,31 +68,25 @@ class QueueWatch:
         rates = await self._rates()
         rows = []
         for name, kind, stage in self.names(subscriptions):
-            try:
-                declared = (await channel.declare_queue(name, passive=True)).declaration_result
-            except aio_pika.exceptions.ChannelClosed:  # not declared yet; the channel needs reopening
-                await channel.reopen()
+            if (state := await queue_state(channel, name)) is None:  # not declared yet
                 rows.append(QueueRow(name, kind, stage, None, None, None))
                 continue
-            depth, now = declared.message_count or 0, time.monotonic()
+            (depth, consumers), now = state, time.monotonic()
             before = self._last.get(name)
             self._last[name] = (now, depth)
             change = None
             if before is not None and now - before[0] >= 0.5:
                 change = (depth - before[1]) / (now - before[0])
             rate_in, rate_out = rates.get(name, (None, None))
-            rows.append(QueueRow(name, kind, stage, depth, declared.consumer_count or 0, change,
-                                 rate_in, rate_out))  # fmt: skip
+            rows.append(QueueRow(name, kind, stage, depth, consumers, change, rate_in, rate_out))
         return rows
 
     async def _rates(self) -> dict[str, tuple[float, float]]:
         """Each queue's publish and deliver rates from the management plugin; none without it
         or while it does not answer."""
-        if not self._management:
+        if self._management is None:
             return {}
-        management = URL(self._management)
-        auth = aiohttp.BasicAuth(management.user or "guest", management.password or "guest")
-        url = management.with_user(None).with_path(f"/api/queues/{quote(self._vhost, safe='')}", encoded=True)
+        url, auth = self._management
         columns = "name,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
         try:
             async with (

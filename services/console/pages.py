@@ -16,7 +16,7 @@ from integrator.topology import HOLDING
 from services.console.access import Session
 from services.console.keys import BROKER, CATALOGUE, DATABASE, QUEUES, SETTINGS, SUBSCRIPTIONS, TOPOLOGY
 from services.console.overview import bar_chart, received_per_minute
-from services.console.render import page
+from services.console.render import page, see_other
 
 SEARCH_FIELDS = ("id", "message", "store", "state", "since", "until")
 HELD_LOOKED_AT = 1000  # a held queue's page looks at the first this many messages of the queue
@@ -56,7 +56,7 @@ async def messages(request: web.Request) -> web.Response:
         if form["id"]:
             if not is_object_id(form["id"]):
                 raise ledger.BadQuery("id", "is not a message id (24 hexadecimal digits)")
-            return web.Response(status=303, headers={"Location": f"/messages/{form['id']}"})
+            return see_other(f"/messages/{form['id']}")
         if form["message"]:
             if not is_pattern(form["message"]):
                 raise ledger.BadQuery("message", "is not a message type or pattern, like order:*")

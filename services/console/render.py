@@ -26,6 +26,10 @@ def page(request: web.Request, template: str, status: int = 200, **context: Any)
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
+def see_other(target: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": target})
+
+
 def pointer_part(key: str | int) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 

@@ -6,22 +6,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from integrator import files
 from integrator.subscriptions import Subscriptions, SubscriptionsError
 
 
 class CurrentSubscriptions:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._version: tuple[int, int, int] | None = None
+        self._version: files.Version = None
         self._last = Subscriptions([])
         self.problems: tuple[str, ...] = ()  # of the file as it is now, if it is broken
 
     async def get(self) -> Subscriptions:
-        try:
-            stat = await asyncio.to_thread(self.path.stat)
-            version: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            version = None
+        version = await asyncio.to_thread(files.version, self.path)
         if version != self._version:
             try:
                 self._last, self.problems = await asyncio.to_thread(Subscriptions.load, self.path), ()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
-from integrator import metrics
+from integrator import files, metrics
 from integrator.consumer import wait_for
 from integrator.subscriptions import Subscriptions, SubscriptionsError
 from services.router.handler import Router
@@ -22,23 +21,13 @@ log = logging.getLogger("integrator.router")
 
 POLL_SECONDS = 0.5
 
-Signature = tuple[int, int, int] | None
-
-
-def _signature(path: Path) -> Signature:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
-
 
 async def follow(path: Path, router: Router, stopping: asyncio.Event) -> None:
     """Put each settled change of `path` in force on `router` until `stopping` is set."""
-    loaded = previous = _signature(path)
+    loaded = previous = files.version(path)
     metrics.subscriptions_valid.set(1)
     while not await wait_for(stopping, POLL_SECONDS):
-        current = _signature(path)
+        current = files.version(path)
         settled, previous = current == previous, current
         if current == loaded or not settled:
             continue
