@@ -1,4 +1,4 @@
-# One image for all three services; docker-compose.yml picks the command.
+# One image for every service; docker-compose.yml picks the command.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -10,7 +10,5 @@ COPY services ./services
 RUN pip install --no-cache-dir --no-deps .
 COPY schemas ./schemas
 COPY config ./config
-# the stores file lives in a volume mounted here; nobody must be able to write it
-RUN mkdir /app/data && chown nobody /app/data
 USER nobody
 CMD ["integrator-gateway"]

@@ -477,9 +477,11 @@ async def hostile_phase(workdir: Path, subscriptions: Path) -> Hostile:
     """An authenticated client pushing HOSTILE_RATE/s, alone, then while HOSTILE_CLIENTS
     anonymous clients send ~1 MB dry runs as fast as they are answered."""
     name = prefix("hostile")
-    stores_file = workdir / "hostile-stores.yml"
-    _, token = stores.create(stores_file, "5279008084a81693d5000001")
-    env = {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file), **BENCH_ENV,
+    database_url = await create_database()
+    pool = await db.open_pool(database_url, max_size=1)
+    _, token = await stores.create(pool, "5279008084a81693d5000001")
+    await pool.close()
+    env = {"INTEGRATOR_AUTH": "true", "INTEGRATOR_DATABASE_URL": database_url, **BENCH_ENV,
            "INTEGRATOR_SUBSCRIPTIONS": str(subscriptions)}  # fmt: skip
     stack = Stack(name, workdir / "hostile", env)
     await stack.start("gateway", "validator", "router")
@@ -497,6 +499,7 @@ async def hostile_phase(workdir: Path, subscriptions: Path) -> Hostile:
     finally:
         stack.stop()
         await delete_topology(name, SUBSCRIBERS)
+        await drop_database(database_url)
     tallies = [answers(o) for o in outputs]
     return Hostile(
         idle_ms=answer_ms(idle),

@@ -10,7 +10,7 @@
     integrator subscriptions check FILE      every problem in a subscriptions file, with its place
     integrator replay QUEUE [--type T] [--limit N]   send held messages (or parked.SUB) back again
     integrator endpoints list | enable SUBSCRIBER    endpoint subscribers, and resuming one a 410 disabled
-    integrator tokens create STORE | list | revoke STORE TOKEN_ID   store access tokens
+    integrator tokens create STORE | list | revoke STORE TOKEN_ID | import [FILE]   store access tokens
     integrator admins create NAME | list | revoke NAME              the console's administrators
 
 Settings come from the same environment variables as the services (AMQP_URL, INTEGRATOR_PREFIX,
@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -134,45 +135,41 @@ async def replay(settings: Settings, stage: str, message_type: str | None, limit
 DEV_STORE = "5279008084a81693d5000001"
 
 
-def tokens(settings: Settings, action: str, store_id: str | None, token_id: str | None) -> None:
-    path = settings.stores
-    match action:
-        case "create":
-            new_id, secret = stores.create(path, store_id or "")
-            emit(
-                {
-                    "store_id": store_id,
-                    "token_id": new_id,
-                    "token": secret,
-                    "note": "shown once; stored hashed",
-                }
-            )
-        case "list":
-            for row in stores.listing(path):
-                emit(row)
-        case "revoke":
-            if not stores.revoke(path, store_id or "", token_id or ""):
-                sys.exit(f"no token {token_id} for store {store_id}")
-            emit({"revoked": token_id, "store_id": store_id})
-        case "dev":
-            # `make run`: a development store with a token, created on the first run only
-            if any(row["store_id"] == DEV_STORE for row in stores.listing(path)):
-                emit(
-                    {
-                        "store_id": DEV_STORE,
-                        "note": f"has a token already; `integrator tokens create {DEV_STORE}` adds one",
-                    }
-                )
-            else:
-                new_id, secret = stores.create(path, DEV_STORE)
-                emit(
-                    {
-                        "store_id": DEV_STORE,
-                        "token_id": new_id,
-                        "token": secret,
-                        "note": "shown once; stored hashed",
-                    }
-                )
+async def tokens(settings: Settings, action: str, store_id: str | None, token_id: str | None) -> None:
+    """`create STORE`: a new token, shown once; `list`; `revoke STORE TOKEN_ID`; `import [FILE]`:
+    the tokens of a stores file (INTEGRATOR_STORES by default); `dev`: `make run`'s store."""
+    await upgraded(settings)
+    pool = await db.open_pool(settings.database_url, max_size=1)
+    try:
+        match action:
+            case "create":
+                await created_token(pool, store_id or "")
+            case "list":
+                for row in await stores.listing(pool):
+                    emit(row)
+            case "revoke":
+                if not await stores.revoke(pool, store_id or "", token_id or ""):
+                    sys.exit(f"no token {token_id} for store {store_id}")
+                emit({"revoked": token_id, "store_id": store_id})
+            case "import":
+                path = Path(store_id) if store_id else settings.stores
+                imported, present = await stores.import_file(pool, path)
+                emit({"imported": imported, "already_present": present, "from": str(path)})
+            case "dev" if any(row["store_id"] == DEV_STORE for row in await stores.listing(pool)):
+                note = f"has a token already; `integrator tokens create {DEV_STORE}` adds one"
+                emit({"store_id": DEV_STORE, "note": note})
+            case "dev":  # `make run`: a development store with a token, created on the first run only
+                await created_token(pool, DEV_STORE)
+    finally:
+        await pool.close()
+
+
+async def created_token(pool: asyncpg.Pool, store_id: str) -> None:
+    try:
+        new_id, secret = await stores.create(pool, store_id)
+    except ValueError as exc:
+        sys.exit(str(exc))
+    emit({"store_id": store_id, "token_id": new_id, "token": secret, "note": "shown once; stored hashed"})
 
 
 def shown_queue(name: str) -> str:
@@ -363,9 +360,9 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("file", type=Path)
     d = commands.add_parser("db", help="the ledger's database")
     d.add_argument("action", choices=("upgrade",))
-    tk = commands.add_parser("tokens", help="create, list or revoke store access tokens")
-    tk.add_argument("action", choices=("create", "list", "revoke", "dev"))
-    tk.add_argument("store_id", nargs="?")
+    tk = commands.add_parser("tokens", help="create, list, revoke or import store access tokens")
+    tk.add_argument("action", choices=("create", "list", "revoke", "import", "dev"))
+    tk.add_argument("store_id", nargs="?", help="the store; for import, the stores file")
     tk.add_argument("token_id", nargs="?")
     ad = commands.add_parser("admins", help="create, list or revoke the console's administrators")
     ad.add_argument("action", choices=("create", "list", "revoke"))
@@ -384,12 +381,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # a lost broker is said once, below
     settings = Settings.from_env()
-    if args.command == "tokens":
-        try:
-            tokens(settings, args.action, args.store_id, args.token_id)
-        except stores.StoresFileError as exc:
-            sys.exit(str(exc))
-        return
     if args.command == "subscriptions":
         check_subscriptions(args.file, settings.allow_private_endpoints)
         return
@@ -412,13 +403,15 @@ def main(argv: list[str] | None = None) -> None:
             run = endpoints(settings, args.action, args.subscriber)
         case "admins":
             run = admins_command(settings, args.action, args.name)
+        case "tokens":
+            run = tokens(settings, args.action, args.store_id, args.token_id)
         case _:
             run = replay(settings, args.queue, args.message_type, args.limit)
     try:
         asyncio.run(run)
     except KeyboardInterrupt:
         pass
-    except db.DatabaseUnavailable as exc:
+    except (db.DatabaseUnavailable, stores.StoresFileError) as exc:
         sys.exit(str(exc))
     except BROKER_ERRORS as exc:
         sys.exit(missing(settings.amqp_url, exc))

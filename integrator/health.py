@@ -14,10 +14,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from integrator.http_json import json_answer, json_errors
 from integrator.metrics import registry_for
 
+NOT_CONNECTED = "not connected to the broker"
 
-def add_health_routes(app: web.Application, service: str, ready: Callable[[], bool]) -> None:
-    """`ready()` says whether the service can do its work: connected, topology declared.
-    /metrics shows the metrics `service` keeps, and the process's own."""
+
+def add_health_routes(
+    app: web.Application,
+    service: str,
+    ready: Callable[[], bool],
+    why_not: Callable[[], str] = lambda: NOT_CONNECTED,
+) -> None:
+    """`ready()` says whether the service can do its work: connected, topology declared; `why_not()`
+    what a 503 says otherwise. /metrics shows the metrics `service` keeps, and the process's own."""
     registry = registry_for(service)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -26,7 +33,7 @@ def add_health_routes(app: web.Application, service: str, ready: Callable[[], bo
     async def readyz(_: web.Request) -> web.Response:
         if ready():
             return json_answer({"status": "ready"})
-        return json_answer({"status": "not connected to the broker"}, status=503)
+        return json_answer({"status": why_not()}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

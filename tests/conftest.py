@@ -163,8 +163,8 @@ def no_token_is_ever_logged(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     created: list[str] = []
     create = stores.create
 
-    def recording_create(path: Path, store_id: str) -> tuple[str, str]:
-        token_id, secret = create(path, store_id)
+    async def recording_create(pool: asyncpg.Pool, store_id: str) -> tuple[str, str]:
+        token_id, secret = await create(pool, store_id)
         created.append(secret)
         return token_id, secret
 

@@ -79,13 +79,10 @@ def test_compose_file_is_valid_for_the_installed_compose() -> None:
     subprocess.run([*compose, "config", "-q"], check=True, capture_output=True, timeout=60)
 
 
-def test_the_containers_can_write_their_stores_file_and_only_the_gateway_is_published() -> None:
+def test_the_containers_run_as_nobody_and_only_the_gateway_is_published() -> None:
     gateway = COMPOSE["services"]["gateway"]
-    stores_dir = str(Path(gateway["environment"]["INTEGRATOR_STORES"]).parent)
-    assert f"stores:{stores_dir}" in gateway["volumes"], "a writable named volume, not the read-only config"
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"RUN mkdir {stores_dir} && chown nobody {stores_dir}" in dockerfile
-    assert "USER nobody" in dockerfile
+    assert "INTEGRATOR_DATABASE_URL" in gateway["environment"], "store tokens are read from PostgreSQL"
+    assert "USER nobody" in (ROOT / "Dockerfile").read_text()
     assert gateway["ports"] == ["8080:8080"]
     assert COMPOSE["services"]["rabbitmq"]["ports"] == ["127.0.0.1:15672:15672"], "not 5672"
     ignored = (ROOT / ".dockerignore").read_text().splitlines()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -55,14 +56,9 @@ def answer(raw: bytes) -> tuple[int, str, dict]:
 
 
 @pytest.fixture
-async def secured(stack: Stack, tmp_path: Path) -> tuple[Stack, str]:
-    stores_file = tmp_path / "stores.yml"
-    _, token = stores.create(stores_file, STORE)
-    stack.env |= {
-        "INTEGRATOR_AUTH": "true",
-        "INTEGRATOR_STORES": str(stores_file),
-        "INTEGRATOR_BODY_TIMEOUT": "1",
-    }
+async def secured(stack: Stack, ledger_db: asyncpg.Pool) -> tuple[Stack, str]:
+    _, token = await stores.create(ledger_db, STORE)
+    stack.env |= {"INTEGRATOR_AUTH": "true", "INTEGRATOR_BODY_TIMEOUT": "1"}
     await stack.start("gateway")
     return stack, token
 

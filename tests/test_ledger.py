@@ -129,12 +129,11 @@ async def test_unknown_and_malformed_ids_answer_404(stack: Stack, http: aiohttp.
 
 
 async def test_a_store_sees_only_its_own_messages(
-    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path
+    stack: Stack, http: aiohttp.ClientSession, ledger_db: asyncpg.Pool
 ) -> None:
-    stores_file = tmp_path / "stores.yml"
-    _, token = stores.create(stores_file, STORE)
-    _, other_token = stores.create(stores_file, OTHER_STORE)
-    stack.env |= {"INTEGRATOR_AUTH": "true", "INTEGRATOR_STORES": str(stores_file)}
+    _, token = await stores.create(ledger_db, STORE)
+    _, other_token = await stores.create(ledger_db, OTHER_STORE)
+    stack.env |= {"INTEGRATOR_AUTH": "true"}
     await stack.start("gateway", "validator", "router", "ledger")
     mine = {"Authorization": f"Bearer {token}"}
     theirs = {"Authorization": f"Bearer {other_token}"}

@@ -440,7 +440,6 @@ def test_make_run_creates_its_database_and_stops_its_services_once_each(
         **os.environ,
         "AMQP_URL": AMQP_URL,
         "INTEGRATOR_PREFIX": prefix,
-        "INTEGRATOR_STORES": str(tmp_path / "stores.yml"),
         "INTEGRATOR_SUBSCRIPTIONS": str(subscriptions_file),
         **{f"INTEGRATOR_{name}_PORT": port for name, port in ports.items()},
     }

@@ -1,11 +1,18 @@
-"""The per-store token bucket, on a clock the test moves."""
+"""The per-store token bucket: in one gateway's memory on a clock the test moves, and shared by
+several gateways through PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import asyncpg
 import pytest
 
+from integrator import db
 from services.gateway import rate_limit
-from services.gateway.rate_limit import StoreRateLimiter
+from services.gateway.rate_limit import SharedRateLimiter, StoreRateLimiter
+from tests.support.proxy import Proxy
 
 
 class Clock:
@@ -66,3 +73,53 @@ def test_only_the_most_recently_seen_stores_are_tracked(monkeypatch: pytest.Monk
     assert limiter.retry_after("c") is None  # b, the least recently seen, is forgotten
     assert limiter.retry_after("b") is None, "a forgotten store starts with a full bucket"
     assert limiter.retry_after("a") is None, "...and so does a, forgotten in turn for b"
+
+
+STORE = "5279008084a81693d5000001"
+SLOW = 0.001  # tokens a second: nothing refills while a test runs
+
+
+async def test_two_gateways_share_one_bucket_of_a_store(ledger_db: asyncpg.Pool, prefix: str) -> None:
+    first, second = (SharedRateLimiter(ledger_db, prefix, rate=SLOW, burst=10) for _ in range(2))
+    allowed = [await gateway.retry_after(STORE) for _ in range(6) for gateway in (first, second)]
+    assert allowed == [None] * 10 + [1000, 1000], "ten in all, not ten each; then a wait of 1/rate"
+    other_hub = SharedRateLimiter(ledger_db, prefix + "-other", rate=SLOW, burst=10)
+    assert await other_hub.retry_after(STORE) is None, "a hub (prefix) of its own has buckets of its own"
+
+
+async def test_pushes_of_a_store_arriving_together_get_what_the_bucket_holds(
+    ledger_db: asyncpg.Pool, prefix: str
+) -> None:
+    limiter = SharedRateLimiter(ledger_db, prefix, rate=SLOW, burst=10)
+    answers = await asyncio.gather(*(limiter.retry_after(STORE) for _ in range(50)))
+    assert answers.count(None) == 10 and answers.count(1000) == 40
+
+
+async def test_a_gateway_takes_a_lease_of_its_share_and_no_more(ledger_db: asyncpg.Pool, prefix: str) -> None:
+    first, second = (SharedRateLimiter(ledger_db, prefix, rate=SLOW * 100_000, burst=10) for _ in range(2))
+    assert await first.retry_after(STORE) is None  # a lease of 5 (rate x LEASE_SECONDS): 4 held
+    async with ledger_db.acquire() as conn:
+        left = await conn.fetchval("SELECT tokens FROM rate_buckets WHERE prefix = $1", prefix)
+    assert 5 <= left < 5.1, "the other gateway still has the rest of the bucket"
+    assert [await second.retry_after(STORE) for _ in range(5)] == [None] * 5
+
+
+async def test_while_postgresql_is_away_each_gateway_enforces_the_rate_alone(
+    database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await db.open_pool(database_url.replace(":5432/", f":{postgres_proxy.port}/"))
+    try:
+        limiter = SharedRateLimiter(pool, prefix, rate=SLOW, burst=3)
+        limiter.ALONE_SECONDS = 0.0  # asks PostgreSQL again at each push, so the test need not wait
+        assert await limiter.retry_after(STORE) is None
+        postgres_proxy.cut()
+        with caplog.at_level(logging.INFO, "integrator.gateway"):
+            assert [await limiter.retry_after(STORE) for _ in range(4)] == [None, None, None, 1000]
+            postgres_proxy.restore()
+            assert await limiter.retry_after(STORE) is None, "the shared bucket had two left"
+        assert [r.getMessage() for r in caplog.records] == [
+            "store rates enforced by this gateway alone: PostgreSQL unavailable",
+            "store rates shared again through PostgreSQL",
+        ]
+    finally:
+        await pool.close()

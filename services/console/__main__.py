@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from integrator import db, stores
+from integrator import db
 from integrator.connection import broker_urls
 from integrator.service import load_catalogue_or_exit, run_service, settings_or_exit
 from integrator.topology import Topology
@@ -22,7 +21,6 @@ from services.console.keys import (
     DATABASE,
     QUEUES,
     SETTINGS,
-    STORES,
     SUBSCRIPTIONS,
     TOPOLOGY,
 )
@@ -35,16 +33,12 @@ log = logging.getLogger("integrator.console")
 def main() -> None:
     settings = settings_or_exit()
     catalogue = load_catalogue_or_exit("console", settings)
-    try:
-        store_tokens = stores.ReloadingTokens(settings.stores)
-    except stores.StoresFileError as exc:
-        sys.exit(f"console: {exc}")
     topology = Topology.from_settings(settings)
 
     async def console(stopping: asyncio.Event) -> None:
         app = web.Application(middlewares=[error_pages, sessions])
         app[SETTINGS], app[CATALOGUE], app[TOPOLOGY] = settings, catalogue, topology
-        app[STORES], app[SUBSCRIPTIONS] = store_tokens, CurrentSubscriptions(settings.subscriptions)
+        app[SUBSCRIPTIONS] = CurrentSubscriptions(settings.subscriptions)
         app[DATABASE] = await db.open_pool(settings.database_url, max_size=4)
         vhost = unquote(urlsplit(broker_urls(settings.amqp_url)[0]).path[1:]) or "/"
         app[BROKER] = BrokerLink(settings.amqp_url)

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from integrator.db import connection
-from integrator.stores import ReloadingTokens, token_hash
+from integrator.stores import token_hash
 
 COOKIE = "integrator_console"
+STORE_OF_TOKEN = "SELECT store_id FROM store_tokens WHERE sha256 = $1 AND revoked_at IS NULL"
 SESSION_HOURS = 12
 
 
@@ -34,12 +35,12 @@ class Session:
         return self.admin is not None or store_id == self.store_id
 
 
-async def log_in(db: asyncpg.Pool, tokens: ReloadingTokens, token: str) -> str | None:
+async def log_in(db: asyncpg.Pool, token: str) -> str | None:
     """A new session's cookie value for whoever `token` belongs to; None for no one."""
     sha256 = token_hash(token)
     async with connection(db) as conn:
         admin = await conn.fetchval("SELECT name FROM admins WHERE token_sha256 = $1", sha256)
-        store_id = None if admin is not None else tokens.store_for_hash(sha256)
+        store_id = None if admin is not None else await conn.fetchval(STORE_OF_TOKEN, sha256)
         if admin is None and store_id is None:
             return None
         cookie = secrets.token_urlsafe(32)
@@ -53,22 +54,21 @@ async def log_in(db: asyncpg.Pool, tokens: ReloadingTokens, token: str) -> str |
     return cookie
 
 
-async def session_for(db: asyncpg.Pool, tokens: ReloadingTokens, cookie: str | None) -> Session | None:
+async def session_for(db: asyncpg.Pool, cookie: str | None) -> Session | None:
     """The session of this cookie, while it has not expired and its token still stands."""
     if not cookie:
         return None
     async with connection(db) as conn:
         row = await conn.fetchrow(
-            "SELECT s.admin, s.store_id, s.csrf, s.token_sha256 FROM console_sessions s"
+            "SELECT s.admin, s.store_id, s.csrf FROM console_sessions s"
             " LEFT JOIN admins a ON a.name = s.admin"
+            " LEFT JOIN store_tokens t ON t.sha256 = s.token_sha256 AND t.revoked_at IS NULL"
             " WHERE s.id_sha256 = $1 AND s.expires_at > now()"
-            " AND (s.admin IS NULL OR a.token_sha256 = s.token_sha256)",
+            " AND (a.token_sha256 = s.token_sha256 OR t.store_id = s.store_id)",
             token_hash(cookie),
         )  # fmt: skip
     if row is None:
         return None
-    if row["store_id"] is not None and tokens.store_for_hash(row["token_sha256"]) != row["store_id"]:
-        return None  # the store's token was revoked
     return Session(row["admin"], row["store_id"], row["csrf"])
 
 

@@ -18,7 +18,7 @@ from integrator.db import DatabaseUnavailable
 from integrator.health import add_health_routes
 from integrator.http_json import Handler
 from services.console import access, pages
-from services.console.keys import DATABASE, STORES
+from services.console.keys import DATABASE
 from services.console.render import page, see_other
 
 log = logging.getLogger("integrator.console")
@@ -67,7 +67,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if request.path.startswith(OPEN):
         return await handler(request)
     cookie = request.cookies.get(access.COOKIE)
-    session = await access.session_for(request.app[DATABASE], request.app[STORES], cookie)
+    session = await access.session_for(request.app[DATABASE], cookie)
     if session is None:
         if request.method == "GET":
             return see_other(f"/login?next={quote(request.path_qs)}")
@@ -113,7 +113,7 @@ async def log_in(request: web.Request) -> web.Response:
     token, target = form.get("token"), _next(str(form.get("next", "/")))
     cookie = None
     if isinstance(token, str):
-        cookie = await access.log_in(request.app[DATABASE], request.app[STORES], token)
+        cookie = await access.log_in(request.app[DATABASE], token)
     if cookie is None:
         return page(request, "login.html", status=401, csrf=csrf, next=target,
                     problem="That token is not an administrator's or a store's.")  # fmt: skip

@@ -7,7 +7,6 @@ from aiohttp import web
 
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
-from integrator.stores import ReloadingTokens
 from integrator.topology import Topology
 from services.console.broker import BrokerLink
 from services.console.overview import QueueWatch
@@ -19,5 +18,4 @@ BROKER = web.AppKey("broker", BrokerLink)
 TOPOLOGY = web.AppKey("topology", Topology)
 QUEUES = web.AppKey("queues", QueueWatch)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
-STORES = web.AppKey("stores", ReloadingTokens)
 SUBSCRIPTIONS = web.AppKey("subscriptions", CurrentSubscriptions)

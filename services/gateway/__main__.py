@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-from integrator import stores
 from integrator.service import load_catalogue_or_exit, run_service, settings_or_exit
 from services.gateway.app import serve
 
@@ -12,11 +9,6 @@ from services.gateway.app import serve
 def main() -> None:
     settings = settings_or_exit()
     catalogue = load_catalogue_or_exit("gateway", settings)
-    if settings.auth:
-        try:
-            stores.load(settings.stores)
-        except stores.StoresFileError as exc:
-            sys.exit(f"gateway: {exc}")
     run_service("gateway", settings, lambda stopping: serve(settings, catalogue, stopping))
 
 

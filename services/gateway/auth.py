@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway.keys import TOKENS
+from services.gateway.keys import SETTINGS, TOKENS
 from services.gateway.problems import Problem
 
 CREDENTIAL_HEADERS = ("Authorization", "X-Hub-Access-Token", "X-Hub-Store")
@@ -28,7 +28,13 @@ def authenticate(request: web.Request) -> str | None:
     authorization = request.headers.get("Authorization", "")
     if token is None and authorization[:7].lower() == "bearer ":  # the scheme is case-insensitive
         token = authorization[7:].strip()
-    store = request.app[TOKENS].store_for(token) if token else None
+    tokens = request.app[TOKENS]
+    if not tokens.loaded:
+        retry_after = {"Retry-After": str(request.app[SETTINGS].retry_after_seconds)}
+        raise Problem(
+            503, "store tokens not read yet: PostgreSQL unavailable; retry later", headers=retry_after
+        )
+    store = tokens.store_for(token) if token else None
     claimed = request.headers.get("X-Hub-Store")
     if store is None or (claimed is not None and claimed != store):
         raise denied

@@ -7,13 +7,13 @@ from aiohttp import web
 
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
-from integrator.stores import ReloadingTokens
+from integrator.stores import GatewayTokens
 from services.gateway.broker import BrokerLink
-from services.gateway.rate_limit import StoreRateLimiter
+from services.gateway.rate_limit import SharedRateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 BROKER = web.AppKey("broker", BrokerLink)
-RATE_LIMITER = web.AppKey("rate_limiter", StoreRateLimiter)
+RATE_LIMITER = web.AppKey("rate_limiter", SharedRateLimiter)
 CATALOGUE = web.AppKey("catalogue", SchemaCatalogue)
-TOKENS = web.AppKey("tokens", ReloadingTokens)
+TOKENS = web.AppKey("tokens", GatewayTokens)
 DATABASE = web.AppKey("database", asyncpg.Pool)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from multidict import MultiMapping
 
-from integrator import db, ledger
+from integrator import ledger
 from integrator.db import DatabaseUnavailable
 from integrator.errors import field_error
 from integrator.http_json import json_answer
@@ -112,14 +112,7 @@ def _moment(params: MultiMapping[str], name: str, bad: Callable[[str, str, str],
 
 
 def add_message_routes(app: web.Application) -> None:
-    """The ledger's routes, and the pool they read through (opened without connecting)."""
-
-    async def database(app: web.Application):
-        app[DATABASE] = await db.open_pool(app[SETTINGS].database_url, max_size=8)
-        yield
-        await app[DATABASE].close()
-
-    app.cleanup_ctx.append(database)
+    """The ledger's routes."""
     for prefix in ("", "/api/stores/{store_id}"):
         app.router.add_get(f"{prefix}/messages", list_messages)
         # ObjectIds only, so that /messages/validate stays the dry run's alone

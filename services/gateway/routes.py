@@ -9,7 +9,7 @@ from aiohttp import web
 
 from integrator import envelope, metrics
 from integrator.errors import field_error
-from integrator.health import add_health_routes
+from integrator.health import NOT_CONNECTED, add_health_routes
 from integrator.http_json import json_answer
 from integrator.ids import is_object_id, new_message_id
 from integrator.logs import message_line
@@ -18,7 +18,7 @@ from services.gateway import idempotency
 from services.gateway.auth import authenticate
 from services.gateway.body import read_object
 from services.gateway.broker import AtCapacity, BrokerUnavailable
-from services.gateway.keys import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS
+from services.gateway.keys import BROKER, CATALOGUE, RATE_LIMITER, SETTINGS, TOKENS
 from services.gateway.openapi import openapi_json
 from services.gateway.problems import Problem
 
@@ -73,9 +73,9 @@ def unavailable(request: web.Request, exc: BrokerUnavailable) -> web.Response:
     return Problem(503, summary, headers={"Retry-After": retry_after}).response()
 
 
-def limit_rate(request: web.Request, store_id: str) -> None:
+async def limit_rate(request: web.Request, store_id: str) -> None:
     """A 429 if `store_id` sends faster than its rate."""
-    if (wait := request.app[RATE_LIMITER].retry_after(store_id)) is not None:
+    if (wait := await request.app[RATE_LIMITER].retry_after(store_id)) is not None:
         metrics.requests.labels("limited").inc()
         raise Problem(
             429, "too many messages for this store; retry later", headers={"Retry-After": str(wait)}
@@ -91,7 +91,7 @@ async def validate_message(request: web.Request) -> web.Response:
     doc = await read_object(request, request.app[SETTINGS])
     store_id = pusher or doc.get("store_id")
     if is_object_id(store_id):
-        limit_rate(request, store_id)
+        await limit_rate(request, store_id)
     errors, warnings = request.app[CATALOGUE].check(doc)
     if errors:
         raise Problem(422, "invalid message", errors, warnings=warnings)
@@ -127,7 +127,7 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
     message, store_id = doc["message"], doc["store_id"]
     if pusher is not None and store_id != pusher:
         raise Problem(403, "these credentials may not push for this store")
-    limit_rate(request, store_id)
+    await limit_rate(request, store_id)
     warnings = []
     if request.app[SETTINGS].gateway_validates:
         errors, warnings = request.app[CATALOGUE].check_payload(message, doc["payload"])
@@ -163,7 +163,13 @@ def add_routes(app: web.Application) -> None:
     async def openapi(_: web.Request) -> web.Response:
         return web.Response(body=spec, content_type="application/json")
 
-    add_health_routes(app, "gateway", lambda: app[BROKER].ready)
+    def ready() -> bool:
+        return app[BROKER].ready and (TOKENS not in app or app[TOKENS].loaded)
+
+    def why_not() -> str:
+        return NOT_CONNECTED if not app[BROKER].ready else "store tokens not read yet: PostgreSQL unavailable"
+
+    add_health_routes(app, "gateway", ready, why_not)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/messages", post_message, name="push")
     app.router.add_post("/messages/validate", validate_message)
