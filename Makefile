@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 AMQP_URL ?= amqp://guest:guest@localhost:5672/
 export AMQP_URL
 
-.PHONY: install run test soak bench screenshots lint format clean
+.PHONY: install run test soak bench screenshots cluster cluster-down lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ bench: install ## throughput, latency, CPU and memory against a plain reference;
 screenshots: install ## the console's pages, as docs/console.md shows them, taken in chromium by its tests
 	mkdir -p docs/console
 	INTEGRATOR_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console.py -k "pages_at or highlighted"
+
+CLUSTER_DIR ?= $(or $(TMPDIR),/tmp)/integrator-cluster
+cluster: install ## three RabbitMQ nodes clustered on this machine (never its own broker); prints AMQP_URL
+	@$(BIN)/python -m tests.support.cluster up $(CLUSTER_DIR)
+
+cluster-down: install ## stops the nodes of `make cluster` and deletes their data
+	@$(BIN)/python -m tests.support.cluster down $(CLUSTER_DIR)
 
 lint: install
 	$(BIN)/ruff check .

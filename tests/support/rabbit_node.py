@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -55,7 +56,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_base() -> int:
+def free_base() -> int:
     """A port P with P (AMQP), P+1 (distribution), P+2 (epmd) and the CLI's range all free,
     below the ephemeral range so that no outgoing connection takes one meanwhile."""
     for _ in range(100):
@@ -67,22 +68,31 @@ def _free_base() -> int:
 
 
 class RabbitNode:
-    """One private node; `start()`, then `url` for clients, `stop_app()`/`start_app()`, `remove()`."""
+    """One private node; `start()`, then `url` for clients, `stop_app()`/`start_app()`, `kill()`
+    and `start()` again on the same data, `remove()`."""
 
-    def __init__(self, workdir: Path, management: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, management: bool = False, *, name: str | None = None, base: int | None = None,
+        epmd_port: int | None = None, home: Path | None = None,
+    ) -> None:  # fmt: skip
         """With `management`, the management plugin listens on `management_url`, its statistics
-        sampled every second."""
+        sampled every second. Nodes of one cluster share `epmd_port` and `home` (the Erlang cookie);
+        a node's own epmd is removed with it."""
         self.workdir = workdir
-        self.management_port = _free_base() if management else None
-        self.name = f"itest-{uuid.uuid4().hex[:8]}@localhost"
-        base = _free_base()
-        self.port, self.dist_port, self.epmd_port = base, base + 1, base + 2
+        self.management_port = free_base() if management else None
+        self.name = name or f"itest-{uuid.uuid4().hex[:8]}@localhost"
+        base = base or free_base()
+        self.port, self.dist_port = base, base + 1
+        self.own_epmd = epmd_port is None
+        self.epmd_port = base + 2 if epmd_port is None else epmd_port
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.management_url = f"http://guest:guest@127.0.0.1:{self.management_port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
-            "HOME": str(workdir),  # its own .erlang.cookie
+            "HOME": str(home or workdir),  # its own .erlang.cookie, or its cluster's
+            # no busy-waiting schedulers: several nodes share this machine's two cores with the hub
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
             "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
             "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
@@ -114,10 +124,9 @@ class RabbitNode:
             config += "collect_statistics_interval = 1000\n"
         (self.workdir / "enabled_plugins").write_text(f"{plugins}.\n")
         (self.workdir / "rabbitmq.conf").write_text(config)
-        with (self.workdir / "server.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(server)], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
+        with (self.workdir / "server.log").open("ab") as log:  # a session of its own: it may outlive us
+            self.process = subprocess.Popen([str(server)], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.workdir, start_new_session=True)  # fmt: skip
 
     async def until_answering(self, within: float = 60.0) -> None:
         """Wait until an AMQP client gets in (the CLI is not used here: while it waits, it may
@@ -136,14 +145,16 @@ class RabbitNode:
                 await connection.close()
                 return
 
-    def ctl(self, *args: str, timeout: float = 120) -> None:
-        subprocess.run(
-            [str(_script("rabbitmqctl")), "-n", self.name, *args],
+    def ctl(self, *args: str, timeout: float = 120, tool: str = "rabbitmqctl") -> str:
+        """What `rabbitmqctl -n NODE ARGS` (or another of RabbitMQ's CLI tools) printed."""
+        return subprocess.run(
+            [str(_script(tool)), "-n", self.name, *args],
             env=self.env,
             check=True,
             capture_output=True,
+            text=True,
             timeout=timeout,
-        )
+        ).stdout
 
     async def stop_app(self) -> None:
         await asyncio.to_thread(self.ctl, "stop_app")
@@ -152,19 +163,41 @@ class RabbitNode:
         await asyncio.to_thread(self.ctl, "start_app")
         await self.until_answering()
 
+    def kill(self) -> None:
+        """SIGKILL the node's Erlang VM, as a crash or a lost machine would stop it."""
+        os.kill(self.pid(), signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(30)
+
+    def pid(self) -> int:
+        return int((self.workdir / "pid").read_text())
+
+    def running(self) -> bool:
+        try:
+            os.kill(self.pid(), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
     def log_tail(self, lines: int = 20) -> str:
         path = self.workdir / "server.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
     def remove(self) -> None:
-        """Stop the node and its epmd, then delete everything it wrote."""
-        if self.process is not None and self.process.poll() is None:
+        """Stop the node (and its own epmd), then delete everything it wrote."""
+        if self.running():
             try:
                 self.ctl("stop", timeout=60)
-                self.process.wait(30)
             except (subprocess.SubprocessError, OSError):
-                self.process.kill()
-                self.process.wait(10)
-        subprocess.run([_epmd(), "-port", str(self.epmd_port), "-kill"], capture_output=True, timeout=10)
+                self.kill()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.own_epmd:
+            kill_epmd(self.epmd_port)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def kill_epmd(port: int) -> None:
+    subprocess.run([_epmd(), "-port", str(port), "-kill"], capture_output=True, timeout=10)
