@@ -4,12 +4,14 @@ services and a real PostgreSQL database of the run's own."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
 
@@ -308,6 +310,34 @@ async def test_a_key_in_flight_answers_409(
     async with http.post(stack.url + "/messages", json=NEW_PRODUCT, headers={"Idempotency-Key": key}) as r:
         assert (r.status, r.headers["Retry-After"]) == (409, "15")
         assert (await r.json())["error"] == "a push with this Idempotency-Key is in flight; retry later"
+
+
+async def test_a_retry_takes_over_the_message_id_of_a_push_never_confirmed(
+    stack: Stack, http: aiohttp.ClientSession, ledger_db: asyncpg.Pool
+) -> None:
+    """A keyed push answered 503 after its publish (or whose gateway died) may be in the queue:
+    a retry of the same body gets its message id, so what got through is a copy of the same
+    message; another body under the key is a new push."""
+    await stack.start("gateway")
+    same = hashlib.sha256(orjson.dumps(NEW_PRODUCT, option=orjson.OPT_SORT_KEYS)).digest()
+    claims = {  # key: (message id, body hash, unconfirmed, seconds ago), as pushes left them
+        "unconfirmed": ("6b1125f1e8d13bdc8d2abbc1", same, True, 0),
+        "gateway died": ("6b1125f1e8d13bdc8d2abbc2", same, False, 3600),
+        "other body": ("6b1125f1e8d13bdc8d2abbc3", b"\0" * 32, True, 0),
+    }
+    async with ledger_db.acquire() as conn:
+        for key, (message_id, body_hash, unconfirmed, ago) in claims.items():
+            await conn.execute(
+                "INSERT INTO idempotency_keys (store_id, key, body_hash, message_id, unconfirmed, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, now() - make_interval(secs => $6))",
+                STORE, f"{stack.prefix} {key}", body_hash, message_id, unconfirmed, ago,
+            )  # fmt: skip
+    pushed_ids = [
+        (await pushed(http, stack, NEW_PRODUCT, **{"Idempotency-Key": f"{stack.prefix} {key}"}))["message_id"]
+        for key in claims
+    ]
+    assert pushed_ids[:2] == ["6b1125f1e8d13bdc8d2abbc1", "6b1125f1e8d13bdc8d2abbc2"]
+    assert pushed_ids[2] != "6b1125f1e8d13bdc8d2abbc3", "another body is another message"
 
 
 async def test_an_expired_key_is_a_new_push(stack: Stack, http: aiohttp.ClientSession) -> None:

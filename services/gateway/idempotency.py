@@ -3,7 +3,10 @@ answers its first push's 202 again and publishes nothing.
 
 A key is claimed in PostgreSQL before its push is published and given the answer once the
 broker has confirmed it; a push without the header never comes here. A claim whose push never
-finished (its gateway died) is taken over after IN_FLIGHT_GRACE beyond the publish timeout.
+finished (its gateway died) is taken over after IN_FLIGHT_GRACE beyond the publish timeout; one
+whose publish went unconfirmed (a 503) at once. Either may have reached the queue, so a retry
+with the same body takes over its message id: what got through and what the retry sends are
+copies of one message, which subscribers tell apart by id.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ IN_FLIGHT_GRACE = 5.0
 CLAIM = """
 INSERT INTO idempotency_keys AS k (store_id, key, body_hash, message_id) VALUES ($1, $2, $3, $4)
 ON CONFLICT (store_id, key) DO UPDATE
-    SET body_hash = excluded.body_hash, message_id = excluded.message_id, answer = NULL, created_at = now()
+    SET message_id = CASE WHEN k.answer IS NULL AND k.body_hash = excluded.body_hash
+                          THEN k.message_id ELSE excluded.message_id END,
+        body_hash = excluded.body_hash, answer = NULL, unconfirmed = false, created_at = now()
     WHERE k.created_at < now() - make_interval(hours => $5)
-       OR (k.answer IS NULL AND k.created_at < now() - make_interval(secs => $6))
-RETURNING true
+       OR (k.answer IS NULL AND (k.unconfirmed OR k.created_at < now() - make_interval(secs => $6)))
+RETURNING message_id
 """
 EARLIER = "SELECT body_hash, answer FROM idempotency_keys WHERE store_id = $1 AND key = $2"
 
@@ -50,17 +55,18 @@ def key_of(request: web.Request) -> str | None:
     return keys[0]
 
 
-async def claim(request: web.Request, store_id: str, key: str, doc: dict[str, Any], message_id: str) -> None:
-    """Claim `key` for this push, or raise the answer an earlier push with it decides: the
-    push still in flight is a 409, the same body replays its 202, another body is a 422."""
+async def claim(request: web.Request, store_id: str, key: str, doc: dict[str, Any], message_id: str) -> str:
+    """Claim `key` for this push and say its message id: `message_id`, or that of an earlier
+    push of the same body that was never confirmed. Or raise the answer an earlier push decides:
+    the push still in flight is a 409, the same body replays its 202, another body is a 422."""
     settings = request.app[SETTINGS]
     body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).digest()
     in_flight = settings.publish_timeout + IN_FLIGHT_GRACE
     try:
         async with connection(request.app[DATABASE]) as conn:
             args = (store_id, key, body_hash, message_id, settings.idempotency_hours, in_flight)
-            if await conn.fetchval(CLAIM, *args):
-                return
+            if (claimed := await conn.fetchval(CLAIM, *args)) is not None:
+                return claimed
             earlier = await conn.fetchrow(EARLIER, store_id, key)
     except DatabaseUnavailable:
         raise ledger_unavailable(request) from None
@@ -91,11 +97,12 @@ class Replayed(Problem):
 
 
 async def settle(request: web.Request, store_id: str, key: str, answer: bytes | None) -> None:
-    """Record the push's answer, or (None) give the key up because the push was not accepted."""
+    """Record the push's answer, or (None) that it went unconfirmed: a retry may take it over."""
+    where = "WHERE store_id = $1 AND key = $2"
     sql = (
-        "UPDATE idempotency_keys SET answer = $3 WHERE store_id = $1 AND key = $2"
+        f"UPDATE idempotency_keys SET answer = $3 {where}"
         if answer is not None
-        else "DELETE FROM idempotency_keys WHERE store_id = $1 AND key = $2 AND answer IS NULL"
+        else f"UPDATE idempotency_keys SET unconfirmed = true {where} AND answer IS NULL"
     )
     try:
         async with connection(request.app[DATABASE]) as conn:

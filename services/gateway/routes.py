@@ -135,13 +135,13 @@ async def _accept(request: web.Request, doc: dict, pusher: str | None) -> web.Re
             raise Problem(422, "invalid message", errors, warnings=warnings)
     broker = request.app[BROKER]
     message_id = new_message_id()
+    if key is not None:
+        message_id = await idempotency.claim(request, store_id, key, doc, message_id)
     body = envelope.dump(message, message_id, store_id, orjson.dumps(doc["payload"]))
     headers = {"store_id": store_id, "received_at": envelope.now_ms()}
     if warnings:
         headers["warnings"] = warnings
     props = envelope.properties(message, message_id, headers)
-    if key is not None:
-        await idempotency.claim(request, store_id, key, doc, message_id)
     try:
         await broker.publish(Outbound(broker.topology.incoming, message, body, props))
     except BrokerUnavailable as exc:

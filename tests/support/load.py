@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -49,22 +50,28 @@ class Push:
 
 
 async def push(
-    url: str, docs: list[dict], progress: Push, rate: float = 100, concurrency: int = 16, within: float = 120
-) -> Push:
+    url: str, docs: list[dict], progress: Push, rate: float = 100, concurrency: int = 16, within: float = 120,
+    keyed: bool = False,
+) -> Push:  # fmt: skip
     """POST every doc, `rate` new ones a second, until each gets a 202; a 503 or a dropped
-    connection is retried, as clients do. The pacing makes the stream span the injected fault."""
+    connection is retried, as clients do. The pacing makes the stream span the injected fault.
+    `keyed`: each doc with an Idempotency-Key of its own, kept over its retries."""
     pending = list(reversed(list(enumerate(docs))))
     start = time.monotonic()
     deadline = start + within
+    keys = uuid.uuid4().hex
 
     async def worker(http: aiohttp.ClientSession) -> None:
         while pending:
             index, doc = pending.pop()
             await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+            headers = {**JSON, "Idempotency-Key": f"{keys}-{index}"} if keyed else JSON
             while True:
                 assert time.monotonic() < deadline, "push did not finish in time"
                 try:
-                    async with http.post(url + "/messages", data=orjson.dumps(doc), headers=JSON) as response:
+                    async with http.post(
+                        url + "/messages", data=orjson.dumps(doc), headers=headers
+                    ) as response:
                         progress.statuses[response.status] = progress.statuses.get(response.status, 0) + 1
                         if response.status == 202:
                             progress.accepted.append((await response.json())["message_id"])
