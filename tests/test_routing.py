@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel
 from integrator.ids import child_message_id
 from tests.conftest import OTHER_STORE, STORE
 from tests.support.broker import body, depth, take
+from tests.support.load import Push, push
 from tests.support.processes import Stack
 from tests.support.proxy import Proxy
 from tests.support.scrape import scrape
@@ -161,6 +162,53 @@ async def test_an_identity_is_remembered_across_restarts_until_its_window_ends(
     copies = await take(channel, f"{stack.prefix}.accepted.shipping", 3)
     assert [body(m)["parent_id"] for m in copies] == [first, other, later]
     assert await depth(channel, f"{stack.prefix}.accepted.shipping") == 0
+
+
+async def test_two_routers_copy_each_identity_once(
+    stack: Stack, channel: AbstractChannel, subscriptions_file: Path, ledger_db: asyncpg.Pool
+) -> None:
+    """Two router replicas take turns on `validated`; shipments of 20 numbers, 10 of each, pushed
+    at once: each number reaches `shipping` once, whichever router saw it first."""
+    replace_file(subscriptions_file, IDENTIFIED)
+    second = Stack(stack.prefix, stack.workdir / "second", stack.env)
+    try:
+        await stack.start("gateway", "validator", "router", "ledger")
+        await second.start("router")
+        docs = [ready(number=f"H{i % 20:03}") for i in range(200)]
+        progress = await push(stack.url, docs, Push(), rate=1000, concurrency=32)
+        await wait_until_settled(ledger_db, progress.accepted)
+        copies = await take(channel, f"{stack.prefix}.accepted.shipping", 20)
+        assert sorted(body(m)["payload"]["shipment"]["number"] for m in copies) == [
+            f"H{i:03}" for i in range(20)
+        ]
+        assert await depth(channel, f"{stack.prefix}.accepted.shipping") == 0
+        handled = [await routed_by(s) for s in (stack, second)]
+        assert sum(handled) == 200 and min(handled) > 0, f"both routers took part: {handled}"
+    finally:
+        second.stop()
+
+
+async def routed_by(stack: Stack) -> int:
+    """Messages the stack's router copied to `shipping` or declined for it."""
+    async with aiohttp.ClientSession() as http:
+        metrics = await scrape(http, stack.service_url("router"))
+    counted = ("integrator_messages_routed_total", "integrator_copies_declined_total")
+    return int(sum(value for (name, _), value in metrics.items() if name in counted))
+
+
+async def wait_until_settled(db: asyncpg.Pool, ids: list[str], within: float = 60) -> None:
+    """Until the ledger has routed or declined (unrouted) every message of `ids`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        async with db.acquire() as conn:
+            settled = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE message_id = ANY($1::text[])"
+                " AND state IN ('routed', 'unrouted')", ids,
+            )  # fmt: skip
+        if settled == len(ids):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{settled} of {len(ids)} settled"
+        await asyncio.sleep(0.2)
 
 
 async def test_a_redelivered_message_is_copied_again_not_taken_for_a_duplicate(
