@@ -123,3 +123,20 @@ async def test_while_postgresql_is_away_each_gateway_enforces_the_rate_alone(
         ]
     finally:
         await pool.close()
+
+
+async def test_a_flood_s_refusals_are_answered_without_postgresql(
+    database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the shared bucket said empty, the gateway refuses the store on its own until the next
+    token is due: a store flooding with 429s costs PostgreSQL nothing."""
+    pool = await db.open_pool(database_url.replace(":5432/", f":{postgres_proxy.port}/"))
+    try:
+        limiter = SharedRateLimiter(pool, prefix, rate=SLOW, burst=1)
+        assert [await limiter.retry_after(STORE) for _ in range(2)] == [None, 1000]
+        postgres_proxy.cut()
+        with caplog.at_level(logging.INFO, "integrator.gateway"):
+            assert {await limiter.retry_after(STORE) for _ in range(100)} == {1000}
+        assert caplog.records == [], "PostgreSQL was not asked"
+    finally:
+        await pool.close()

@@ -71,6 +71,7 @@ class SharedRateLimiter:
         self._burst = float(burst)
         self._lease_size = max(1, min(burst, math.ceil(rate * LEASE_SECONDS)))
         self._leases: OrderedDict[str, int] = OrderedDict()  # tokens this gateway holds, by store
+        self._empty_until: dict[str, float] = {}  # stores whose shared bucket was empty, till when
         self._taking: dict[str, asyncio.Future[int | None]] = {}
         self._alone = StoreRateLimiter(rate, burst)
         self._alone_until = 0.0
@@ -84,8 +85,11 @@ class SharedRateLimiter:
             if held > 0:
                 self._leases[store_id] = held - 1
                 return None
-            if time.monotonic() < self._alone_until:
+            now = time.monotonic()
+            if now < self._alone_until:
                 return self._alone.retry_after(store_id)
+            if now < (empty_until := self._empty_until.get(store_id, 0.0)):
+                return math.ceil(empty_until - now)  # a flood's refusals never reach PostgreSQL
             if (taking := self._taking.get(store_id)) is None:
                 return await self._take(store_id)
             await asyncio.wait((taking,))  # pushes of the store that arrive meanwhile wait for its lease
@@ -113,6 +117,9 @@ class SharedRateLimiter:
             log.info("store rates shared again through PostgreSQL")
             self._alone_until = 0.0
         if granted == 0:
+            if len(self._empty_until) >= MAX_TRACKED_STORES:
+                self._empty_until = {s: t for s, t in self._empty_until.items() if t > time.monotonic()}
+            self._empty_until[store_id] = time.monotonic() + wait
             taking.set_result(refused := max(1, math.ceil(wait)))
             return refused
         self._leases[store_id] = granted - 1
