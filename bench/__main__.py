@@ -28,13 +28,16 @@ from bench.corpus import INVALID_EVERY, SUBSCRIBERS, SUBSCRIPTIONS, bodies, cost
 from bench.delivery import delivery_section
 from bench.filters import filter_section
 from bench.procstat import broker_pid, cpu_seconds, machine_cpu_seconds, rss_mb
+from bench.rate_limit import rate_limit_section
 from integrator import db, stores
 from integrator.schemas import SchemaCatalogue
 from integrator.settings import Settings
 from integrator.topology import Topology
 from tests.support.broker import delete_topology
+from tests.support.cluster import RabbitCluster
 from tests.support.database import create_database, drop_database
 from tests.support.processes import ROOT, Stack, free_port
+from tests.support.rabbit_node import RabbitNode
 
 AMQP_URL = Settings.from_env().amqp_url
 WARMUP = float(os.environ.get("BENCH_WARMUP_SECONDS", "5"))
@@ -104,10 +107,8 @@ async def wait_for_port(port: int, within: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def refused_at_the_door(gateway_url: str | None) -> int:
-    """Pushes the gateway answered 422 so far (its requests counter), none for the reference."""
-    if gateway_url is None:
-        return 0
+async def refused_at_the_door(gateway_url: str) -> int:
+    """Pushes the gateway answered 422 so far (its requests counter)."""
     async with aiohttp.ClientSession() as http, http.get(gateway_url + "/metrics") as response:
         found = re.search(
             r'^integrator_gateway_requests_total\{outcome="invalid"\} (\S+)$', await response.text(), re.M
@@ -119,15 +120,17 @@ async def measure(
     name: str,
     pids: dict[str, int],
     extra_pids: dict[str, int],
-    gateway_url: str | None = None,
+    gateway_urls: tuple[str, ...] = (),
     ledger_url: str | None = None,
+    broker: Broker | None = None,
 ) -> Saturation:
     """Over WINDOW seconds after WARMUP: originals reaching subscriber COUNTED, or `rejected`, or
-    refused at the gateway's door (422); CPU per original. With `ledger_url`, the ledger's lag
-    p99 over each RSS_EVERY seconds, and over the whole run."""
+    refused at the gateways' door (422); CPU per original. With `ledger_url`, the ledger's lag
+    p99 over each RSS_EVERY seconds, and over the whole run. `broker`: the machine's unless given."""
     topology = Topology(name, 20)
-    watched = with_broker(pids)
-    async with await aio_pika.connect(AMQP_URL) as connection:
+    broker = broker or Broker.machines()
+    watched = pids | broker.pids
+    async with await aio_pika.connect(broker.first_url) as connection:
         channel = await connection.channel()
         await asyncio.sleep(WARMUP)
 
@@ -136,7 +139,7 @@ async def measure(
             originals taken in (delivered, rejected or still on `incoming`)."""
             valid = await depth(channel, topology.accepted_queue(COUNTED))
             rejected = await depth(channel, topology.rejected)
-            refused = await refused_at_the_door(gateway_url)
+            refused = sum([await refused_at_the_door(url) for url in gateway_urls])
             incoming = await depth(channel, topology.incoming)
             return valid + rejected + refused, valid, valid + rejected + incoming
 
@@ -260,11 +263,10 @@ def median_run(turns: list[GatewayRun]) -> GatewayRun:
     )
 
 
-def probe(name: str, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def probe(name: str, seconds: float, out: Path, amqp_url: str = AMQP_URL) -> subprocess.Popen[bytes]:
     """The latency probe on subscriber PROBED's queue, recording to `out` for `seconds`."""
-    return python(
-        "-m", "bench.latency", "probe", Topology(name, 20).accepted_queue(PROBED), str(seconds), str(out)
-    )
+    queue = Topology(name, 20).accepted_queue(PROBED)
+    return python("-m", "bench.latency", "probe", queue, str(seconds), str(out), env={"AMQP_URL": amqp_url})
 
 
 def arrivals(out: Path) -> list[tuple[int, int]]:
@@ -277,10 +279,22 @@ def warm(copies: list[tuple[int, int]], started: float, ended: float = float("in
     return [latency for t, latency in copies if started + WARMUP * 1000 <= t <= ended]
 
 
-def with_broker(pids: dict[str, int]) -> dict[str, int]:
-    """`pids` and the RabbitMQ VM's, when it runs on this machine."""
-    broker = broker_pid()
-    return pids | ({"rabbitmq": broker} if broker else {})
+@dataclass(frozen=True)
+class Broker:
+    """Where a phase's RabbitMQ is: AMQP_URL for the services, and the VMs whose CPU counts."""
+
+    url: str
+    pids: dict[str, int]
+
+    @classmethod
+    def machines(cls) -> Broker:
+        """The machine's broker; its VM's CPU when it runs here."""
+        pid = broker_pid()
+        return cls(AMQP_URL, {"rabbitmq": pid} if pid else {})
+
+    @property
+    def first_url(self) -> str:
+        return self.url.split(",")[0]
 
 
 async def reference_phase(workdir: Path) -> Saturation:
@@ -298,33 +312,45 @@ async def reference_phase(workdir: Path) -> Saturation:
         await delete_topology(name, SUBSCRIBERS)
 
 
-async def hub_phase(workdir: Path, subscriptions: Path, database_url: str | None = None) -> Saturation:
+async def hub_phase(
+    workdir: Path, subscriptions: Path, database_url: str | None = None, replicas: int = 1,
+    broker: Broker | None = None,
+) -> Saturation:  # fmt: skip
     """The hub pushed by 64 connections that send as fast as answers come: more than it can
     take, so the gateway refuses the excess and the pipeline stays full. With `database_url`,
-    the ledger runs too, writing there."""
+    the ledger runs too, writing there. `replicas` of every service, the connections shared
+    among the gateways; on `broker` (the machine's by default), its quorum queues on every node."""
     name = prefix("hub")
-    env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV, **with_ledger(database_url)}
-    stack = Stack(name, workdir / ("hub-ledger" if database_url else "hub"), env)
-    await stack.start("gateway", "validator", "router", *(("ledger",) if database_url else ()))
+    broker = broker or Broker.machines()
+    env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV, **with_ledger(database_url),
+           "AMQP_URL": broker.url, "INTEGRATOR_QUORUM_SIZE": str(len(broker.url.split(",")))}  # fmt: skip
+    label = f"hub{'-ledger' if database_url else ''}{f'-x{replicas}' if replicas > 1 else ''}"
+    stacks = [Stack(name, workdir / f"{label}-{i}", env) for i in range(replicas)]
+    services = ("gateway", "validator", "router", *(("ledger",) if database_url else ()))
+    for stack in stacks:
+        await stack.start(*services)
     script = workdir / "saturation.lua"
     script.write_text(wrk_script(count_statuses=True))
     seconds = WARMUP + WINDOW + 2
     out = workdir / "saturation-latency.json"
-    latency_probe = probe(name, seconds + 1, out)
-    load = wrk(stack.url, script, seconds, connections=64)
+    latency_probe = probe(name, seconds + 1, out, broker.first_url)
+    loads = [wrk(stack.url, script, seconds, connections=64 // replicas) for stack in stacks]
     started = time.time() * 1000
     try:
-        pids = {n: s.process.pid for n, s in stack.services.items()}
-        ledger_url = stack.service_url("ledger") if database_url else None
-        extra = {"wrk": load.pid, "probe": latency_probe.pid}
-        result = await measure(name, pids, extra, stack.url, ledger_url)
+        pids = {f"{n}{f'-{i + 1}' if i else ''}": s.process.pid
+                for i, stack in enumerate(stacks) for n, s in stack.services.items()}  # fmt: skip
+        ledger_url = stacks[0].service_url("ledger") if database_url else None
+        extra = {**{f"wrk-{i}": load.pid for i, load in enumerate(loads)}, "probe": latency_probe.pid}
+        result = await measure(name, pids, extra, tuple(s.url for s in stacks), ledger_url, broker)
         ended = time.time() * 1000
     finally:
-        output = load.communicate()[0]
+        outputs = [load.communicate()[0] for load in loads]
         await asyncio.to_thread(latency_probe.wait)
-        stack.stop()
-        await delete_topology(name, SUBSCRIBERS)
-    result.refused_per_s = answers(output)["refused"] / seconds
+        for stack in stacks:
+            stack.stop()
+        if broker.url == AMQP_URL:
+            await delete_topology(name, SUBSCRIBERS)
+    result.refused_per_s = sum(answers(output)["refused"] for output in outputs) / seconds
     result.latency = percentiles(warm(arrivals(out), started, ended))
     return result
 
@@ -560,7 +586,7 @@ async def overload_phase(workdir: Path, subscriptions: Path, saturation: float) 
 async def cpu_shares(pids: dict[str, int], after: float, seconds: float) -> dict[str, float]:
     """Each process's share of all the machine's cores over `seconds`, starting `after` seconds
     from now; `other` is the kernel and everything else, `idle` what nobody used."""
-    watched = with_broker(pids)
+    watched = pids | Broker.machines().pids
     await asyncio.sleep(after)
     before, machine0, t0 = (
         {k: cpu_seconds(p) for k, p in watched.items()},
@@ -709,8 +735,10 @@ async def run() -> str:
     ledger = await ledger_phase(workdir, subscriptions, hub)
     print("delivery to endpoints ...", file=sys.stderr)
     delivery = await delivery_section()
+    print("replicas, and a three-node cluster against a single node ...", file=sys.stderr)
+    scaling = await scaling_phase(workdir, subscriptions) + await rate_limit_section()
     sections = report(gateway, payload_check_ms(), reference, hub, latencies, overload, hostile)
-    return sections + ledger + delivery + filter_section()
+    return sections + ledger + delivery + scaling + filter_section()
 
 
 async def saturation_only() -> str:
@@ -749,6 +777,62 @@ async def ledger_only() -> str:
     return await ledger_phase(workdir, subscriptions, await hub_phase(workdir, subscriptions), rounds)
 
 
+async def scaling_phase(workdir: Path, subscriptions: Path, rounds: int = 1) -> str:
+    """Saturation with one and two replicas of every service on the machine's broker, and with
+    one replica on a private single node against a private three-node cluster (started alike,
+    quorum queues on every node): `rounds` of each, alternating, medians. A report section."""
+    node = RabbitNode(workdir / "single")
+    cluster = RabbitCluster.new(workdir / "cluster")
+    try:
+        await node.start()
+        await cluster.start()
+        single = Broker(node.url, {"rabbitmq": node.pid()})
+        three = Broker(cluster.url, {f"rabbit-{i}": n.pid() for i, n in enumerate(cluster.nodes, 1)})
+        runs: dict[str, list[Saturation]] = {name: [] for name in SCALING}
+        for _ in range(rounds):
+            runs["one replica"].append(await hub_phase(workdir, subscriptions))
+            runs["two replicas"].append(await hub_phase(workdir, subscriptions, replicas=2))
+            runs["single node"].append(await hub_phase(workdir, subscriptions, broker=single))
+            runs["three-node cluster"].append(await hub_phase(workdir, subscriptions, broker=three))
+    finally:
+        node.remove()
+        cluster.remove()
+    cores = os.cpu_count() or 1
+
+    def row(name: str) -> str:
+        median = {k: statistics.median(getattr(r, k) for r in runs[name]) for k in ("originals_per_s",)}
+        cpu = {k: statistics.median(r.cpu_ms_per_original[k] for r in runs[name]) for k in ("hub", "machine")}
+        busy = statistics.median(r.cpu_ms_per_original["machine"] * r.originals_per_s / 1000 / cores
+                                 for r in runs[name])  # fmt: skip
+        broker = statistics.median(sum(v for k, v in r.cpu_ms_per_original.items() if k.startswith("rabbit"))
+                                   for r in runs[name])  # fmt: skip
+        return (f"| {name} | {median['originals_per_s']:.0f} | {cpu['machine']:.2f} | {cpu['hub']:.2f} |"
+                f" {broker:.2f} | {busy:.0%} |")  # fmt: skip
+
+    rows = "\n".join(row(name) for name in SCALING)
+    return f"""
+### Replicas and a three-node cluster (same run)
+
+At saturation, median of {rounds} alternating runs each; CPU in ms per original; busy: the
+machine's {cores} cores in use, all processes together.
+
+| configuration | originals/s | machine CPU | hub CPU | broker CPU | busy |
+|---|---|---|---|---|---|
+{rows}
+"""
+
+
+SCALING = ("one replica", "two replicas", "single node", "three-node cluster")
+
+
+async def scaling_only() -> str:
+    """`BENCH_ONLY=scaling`: replicas and the three-node cluster, BENCH_ROUNDS (3) times each,
+    and the shared rate limit's cost."""
+    workdir, subscriptions = workspace()
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    return await scaling_phase(workdir, subscriptions, rounds) + await rate_limit_section()
+
+
 def memory(start: dict[str, float], end: dict[str, float]) -> str:
     return ", ".join(f"{k} {start[k]:.0f} -> {end[k]:.0f}" for k in start)
 
@@ -757,7 +841,8 @@ def main() -> None:
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         sys.exit("make bench needs wrk as its load generator: apt-get install wrk")
     only = os.environ.get("BENCH_ONLY")
-    modes = {"saturation": saturation_only, "ledger": ledger_only, "delivery": delivery_section}
+    modes = {"saturation": saturation_only, "ledger": ledger_only, "delivery": delivery_section,
+             "scaling": scaling_only}  # fmt: skip
     print(asyncio.run(modes.get(only, run)()))
 
 

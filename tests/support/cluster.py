@@ -97,12 +97,17 @@ class RabbitCluster:
         leader = next(q["leader"] for q in queues if q["name"] == queue)
         return next(node for node in self.nodes if node.name == leader)
 
-    async def restart(self, node: RabbitNode) -> None:
-        """Stop `node` as an operator would, once its going leaves every quorum queue a quorum,
-        and start it again on its data: it rejoins the cluster."""
+    async def until_safe_to_lose(self, node: RabbitNode) -> None:
+        """Wait until every quorum queue keeps a majority without `node`: a node started again
+        has caught up with its queues."""
         await asyncio.to_thread(
             node.ctl, "await_online_quorum_plus_one", "-t", "120", tool="rabbitmq-upgrade"
         )
+
+    async def restart(self, node: RabbitNode) -> None:
+        """Stop `node` as an operator would, once it is safe to lose, and start it again on its
+        data: it rejoins the cluster."""
+        await self.until_safe_to_lose(node)
         await asyncio.to_thread(node.ctl, "stop")
         await node.start()
 

@@ -55,7 +55,8 @@ async def push(
 ) -> Push:  # fmt: skip
     """POST every doc, `rate` new ones a second, until each gets a 202; a 503 or a dropped
     connection is retried, as clients do. The pacing makes the stream span the injected fault.
-    `keyed`: each doc with an Idempotency-Key of its own, kept over its retries."""
+    `keyed`: each doc with an Idempotency-Key of its own, kept over its retries; a 409 (the key
+    is in flight at a gateway that died) is retried after its Retry-After."""
     pending = list(reversed(list(enumerate(docs))))
     start = time.monotonic()
     deadline = start + within
@@ -67,7 +68,8 @@ async def push(
             await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
             headers = {**JSON, "Idempotency-Key": f"{keys}-{index}"} if keyed else JSON
             while True:
-                assert time.monotonic() < deadline, "push did not finish in time"
+                assert time.monotonic() < deadline, f"push did not finish in time: {progress.statuses}"
+                wait = 0.05
                 try:
                     async with http.post(
                         url + "/messages", data=orjson.dumps(doc), headers=headers
@@ -76,12 +78,15 @@ async def push(
                         if response.status == 202:
                             progress.accepted.append((await response.json())["message_id"])
                             break
-                        assert response.status == 503, await response.text()
-                        assert response.headers["Retry-After"] == "1"
+                        if keyed and response.status == 409:  # its earlier attempt's gateway died
+                            wait = float(response.headers["Retry-After"])
+                        else:
+                            assert response.status == 503, await response.text()
+                            assert response.headers["Retry-After"] == "1"
                 except aiohttp.ClientError:
                     pass
                 progress.retried += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(wait)
 
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))

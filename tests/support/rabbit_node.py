@@ -9,6 +9,7 @@ can reach another node.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import shutil
@@ -132,6 +133,14 @@ class RabbitNode:
         """Wait until an AMQP client gets in (the CLI is not used here: while it waits, it may
         hold a port the node is about to listen on)."""
         deadline = time.monotonic() + within
+        quiet = logging.getLogger("aiormq.connection")
+        level, quiet.level = quiet.level, logging.CRITICAL  # each refusal is expected, not news
+        try:
+            await self._until_answering(deadline, within)
+        finally:
+            quiet.setLevel(level)
+
+    async def _until_answering(self, deadline: float, within: float) -> None:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise NodeUnavailable(f"rabbitmq-server exited: {self.log_tail()}")
