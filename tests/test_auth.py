@@ -219,16 +219,21 @@ async def test_a_broken_stores_file_is_not_imported(own_database: str, tmp_path:
     assert await cli(own_database, "list") == [], "nothing of it imported"
 
 
-def through(proxy: Proxy, database_url: str) -> str:
-    return database_url.replace(":5432/", f":{proxy.port}/")
+@pytest.fixture
+async def token_behind_proxy(
+    secured: Stack, ledger_db: asyncpg.Pool, database_url: str, postgres_proxy: Proxy
+) -> str:
+    """A store's token, and the gateway's PostgreSQL behind the proxy the test cuts."""
+    _, token = await stores.create(ledger_db, STORE)
+    secured.env["INTEGRATOR_DATABASE_URL"] = database_url.replace(":5432/", f":{postgres_proxy.port}/")
+    return token
 
 
 async def test_tokens_read_before_count_while_postgresql_is_away(
-    secured: Stack, ledger_db: asyncpg.Pool, database_url: str, postgres_proxy: Proxy,
+    secured: Stack, token_behind_proxy: str, ledger_db: asyncpg.Pool, postgres_proxy: Proxy,
     http: aiohttp.ClientSession,
 ) -> None:  # fmt: skip
-    _, token = await stores.create(ledger_db, STORE)
-    secured.env["INTEGRATOR_DATABASE_URL"] = through(postgres_proxy, database_url)
+    token = token_behind_proxy
     await secured.start("gateway")
     gateway, url = secured.service("gateway"), secured.url + "/messages"
     postgres_proxy.cut()
@@ -242,11 +247,9 @@ async def test_tokens_read_before_count_while_postgresql_is_away(
 
 
 async def test_a_gateway_started_while_postgresql_is_away_answers_503_until_it_has_the_tokens(
-    secured: Stack, ledger_db: asyncpg.Pool, database_url: str, postgres_proxy: Proxy,
-    http: aiohttp.ClientSession,
-) -> None:  # fmt: skip
-    _, token = await stores.create(ledger_db, STORE)
-    secured.env["INTEGRATOR_DATABASE_URL"] = through(postgres_proxy, database_url)
+    secured: Stack, token_behind_proxy: str, postgres_proxy: Proxy, http: aiohttp.ClientSession
+) -> None:
+    token = token_behind_proxy
     postgres_proxy.cut()
     await secured.start("gateway")
     url, bearer = secured.url + "/messages", {"Authorization": f"Bearer {token}"}
