@@ -75,6 +75,10 @@ def one_by_one(handler: Handler, service: str) -> BatchHandler:
     return decide
 
 
+STALL_CHECK_SECONDS = 5.0
+"""How often an idle consumer looks whether its queue holds messages it is not given."""
+
+
 class BatchConsumer:
     """Consume one queue in batches: whatever has arrived when the last batch is settled is the
     next batch, so batches grow with the load and cost one round trip each. `_settle` decides.
@@ -107,14 +111,20 @@ class BatchConsumer:
         log.info("consuming", extra={"queue": queue, "prefetch": prefetch})
         closing = asyncio.ensure_future(self._channel.closing)
         stop = asyncio.ensure_future(self._stopping.wait())
+        idle_checks = 0
         try:
             while not self._stopping.is_set():
                 arrived = asyncio.ensure_future(self._arrived.wait())
-                await asyncio.wait((arrived, stop, closing), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((arrived, stop, closing), timeout=STALL_CHECK_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 arrived.cancel()
                 if closing.done():
                     closing.result()
                     raise ConnectionError("channel closed")
+                idle_checks = 0 if self._pending else idle_checks + 1
+                if idle_checks >= 2 and not self._stopping.is_set():
+                    await self._resubscribe_if_stalled(queue)
+                    idle_checks = 0
                 await self._drain()
             await self._channel.basic_cancel(consume_ok.consumer_tag)
             await self._drain()
@@ -122,6 +132,17 @@ class BatchConsumer:
         finally:
             closing.cancel()
             stop.cancel()
+
+    async def _resubscribe_if_stalled(self, queue: str) -> None:
+        """Raise (so that the worker reconnects and subscribes again) if `queue` holds messages
+        ready for consumers while none has come to this idle consumer for two checks. Seen on a
+        RabbitMQ 3.10 cluster: after a quorum queue's leader died, a consumer that had subscribed
+        again through another node was told consume-ok and then given nothing."""
+        ready = (await self._channel.queue_declare(queue, passive=True)).message_count or 0
+        if ready:
+            log.warning("messages ready but none delivered; subscribing again", extra={
+                "queue": queue, "ready": ready, "idle_seconds": 2 * STALL_CHECK_SECONDS})  # fmt: skip
+            raise ConnectionError(f"{queue}: {ready} messages ready, none delivered")
 
     async def _drain(self) -> None:
         while self._pending:

@@ -19,10 +19,12 @@ import asyncpg
 import pytest
 
 from integrator import stores
-from tests.conftest import STORE
+from integrator.ids import child_message_id
+from tests.conftest import STORE, SUBSCRIPTIONS, WEBHOOK_SECRET
 from tests.support.cluster import RabbitCluster
 from tests.support.load import Push, product, push
 from tests.support.processes import ROOT, Stack
+from tests.support.receiver import Receiver
 from tests.test_faults import deliveries_check
 from tests.test_ledger_faults import assert_recorded_once
 
@@ -75,6 +77,11 @@ async def check_deliveries(fault: str, cluster: RabbitCluster, stack: Stack, pro
     }
 
 
+def message_path(stack: Stack) -> list[str]:
+    """The quorum queues a product passes through."""
+    return [f"{stack.prefix}.{name}" for name in ("incoming", "validated", "accepted.store", "accepted.erp")]
+
+
 def pushing(progress: Push, *gateways: Stack, rate: float = RATE) -> asyncio.Future:
     """CLUSTER_MESSAGES products pushed at `rate`, split over the gateways of `gateways`, as a
     load balancer would."""
@@ -98,6 +105,7 @@ async def test_the_leader_killed_brought_back_then_another_node_killed(
     leader.kill()
     await progress.reached(CLUSTER_MESSAGES // 2, within=120)
     await leader.start()
+    await cluster.until_in_sync(message_path(on_cluster))
     await progress.reached(3 * CLUSTER_MESSAGES // 4, within=120)
     other = cluster.leader_of(f"{on_cluster.prefix}.incoming")
     if other is leader:  # leadership came back to it: kill one of the others
@@ -105,6 +113,10 @@ async def test_the_leader_killed_brought_back_then_another_node_killed(
     await cluster.until_safe_to_lose(other)  # the node started again has caught up
     other.kill()
     await stream
+    # RabbitMQ 3.10.8 here has left a queue without a leader, two nodes of three up, after this
+    # second kill (docs/scaling.md): the count is taken once the node is back
+    await other.start()
+    await cluster.until_in_sync(message_path(on_cluster))
     await check_deliveries("leader SIGKILLed, back, another node SIGKILLed", cluster, on_cluster, progress)
 
 
@@ -114,7 +126,7 @@ async def test_a_rolling_restart_of_every_node_under_load(on_cluster: Stack, clu
     stream = pushing(progress, on_cluster, rate=RATE / 4)  # 75 s: enough for three restarts
     for node, at in zip(cluster.nodes, (0.1, 0.4, 0.7), strict=True):
         await progress.reached(int(at * CLUSTER_MESSAGES), within=120)
-        await cluster.restart(node)
+        await cluster.restart(node, message_path(on_cluster))
     restarted_at = len(progress.accepted)
     await stream
     print(f"all three nodes restarted by push {restarted_at} of {CLUSTER_MESSAGES}")
@@ -122,26 +134,38 @@ async def test_a_rolling_restart_of_every_node_under_load(on_cluster: Stack, clu
 
 
 async def test_two_replicas_of_every_service_one_of_each_killed_mid_stream(
-    on_cluster: Stack, cluster: RabbitCluster, ledger_db: asyncpg.Pool
+    on_cluster: Stack, cluster: RabbitCluster, ledger_db: asyncpg.Pool, subscriptions_file: Path
 ) -> None:
-    on_cluster.env["INTEGRATOR_LEDGER"] = "true"
-    replicas = Stack(on_cluster.prefix, on_cluster.workdir / "replicas", on_cluster.env)
-    services = ("gateway", "validator", "router", "ledger")
-    try:
-        await on_cluster.start(*services)
-        await replicas.start(*services)
-        progress = Push()
-        stream = pushing(progress, on_cluster, replicas)
-        for i, name in enumerate(services, 1):
-            await progress.reached(i * CLUSTER_MESSAGES // 6, within=120)
-            replicas.service(name).kill()
-            if name == "gateway":  # its share of the pushes goes to the other, as a load balancer's would
-                await replicas.start("gateway")
-        await stream
-        await check_deliveries("one replica of each service SIGKILLed", cluster, on_cluster, progress)
-        await assert_recorded_once(ledger_db, progress.accepted, redelivered=True)
-    finally:
-        replicas.stop()
+    """Gateway, validator, router, ledger and deliverer twice over; the gateways share the pushes,
+    and an endpoint subscriber `hooks` takes every product as a signed POST."""
+    async with Receiver() as receiver:
+        endpoint = f'{{url: "{receiver.url}", secret: {WEBHOOK_SECRET}}}'
+        hooks = f'  hooks:\n    messages: ["product:*"]\n    endpoint: {endpoint}\n'
+        await asyncio.to_thread(subscriptions_file.write_text, SUBSCRIPTIONS + hooks)
+        on_cluster.env |= {"INTEGRATOR_LEDGER": "true", "INTEGRATOR_ALLOW_PRIVATE_ENDPOINTS": "true"}
+        replicas = Stack(on_cluster.prefix, on_cluster.workdir / "replicas", on_cluster.env)
+        services = ("gateway", "validator", "router", "ledger", "deliverer")
+        try:
+            await on_cluster.start(*services)
+            await replicas.start(*services)
+            progress = Push()
+            stream = pushing(progress, on_cluster, replicas)
+            for i, name in enumerate(services, 1):
+                await progress.reached(i * CLUSTER_MESSAGES // 7, within=120)
+                replicas.service(name).kill()
+                if name == "gateway":  # its share of the pushes goes to the other, as a load balancer's would
+                    await replicas.start("gateway")
+            await stream
+            await check_deliveries("one replica of each service SIGKILLed", cluster, on_cluster, progress)
+            expected = {child_message_id(parent, "hooks") for parent in progress.accepted}
+            deadline = time.monotonic() + 120
+            while not expected <= {r.headers["webhook-id"] for r in receiver.requests}:
+                assert time.monotonic() < deadline, "a copy never reached the endpoint"
+                await asyncio.sleep(0.2)
+            print(f"hooks: {len(receiver.requests)} requests for {len(expected)} copies")
+            await assert_recorded_once(ledger_db, progress.accepted, True, ("erp", "hooks", "store"))
+        finally:
+            replicas.stop()
 
 
 async def test_two_gateways_share_a_store_s_rate_limit(

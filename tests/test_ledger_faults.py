@@ -29,7 +29,12 @@ async def wait_until_recorded(db: asyncpg.Pool, ids: list[str], within: float = 
         await asyncio.sleep(0.2)
 
 
-async def assert_recorded_once(db: asyncpg.Pool, ids: list[str], redelivered: bool = False) -> None:
+async def assert_recorded_once(
+    db: asyncpg.Pool,
+    ids: list[str],
+    redelivered: bool = False,
+    subscribers: tuple[str, ...] = ("erp", "store"),
+) -> None:
     """Every message routed in the ledger, with one copy for each subscriber. Its timeline is
     accepted, validated, routed; with `redelivered` (a validator or router died holding it), the
     last two may come again, as they happened again."""
@@ -47,7 +52,7 @@ async def assert_recorded_once(db: asyncpg.Pool, ids: list[str], redelivered: bo
         timelines = {(t[0], *dict.fromkeys(t[1:])) for t in timelines}
     assert timelines == {("accepted", "validated", "routed")}
     assert sorted((c["parent_id"], c["subscriber"]) for c in copies) == sorted(
-        (i, s) for i in ids for s in ("erp", "store")
+        (i, s) for i in ids for s in subscribers
     )
 
 

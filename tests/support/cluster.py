@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -104,12 +105,36 @@ class RabbitCluster:
             node.ctl, "await_online_quorum_plus_one", "-t", "120", tool="rabbitmq-upgrade"
         )
 
-    async def restart(self, node: RabbitNode) -> None:
+    async def until_in_sync(self, queues: list[str], within: float = 120) -> None:
+        """Wait until every member of each quorum queue of `queues` is a leader or follower and
+        has committed what its leader had when we began: a node started again has caught up.
+        (Its members coming back "online" is not enough: one still recovering cannot vote.)"""
+        deadline = time.monotonic() + within
+        for queue in queues:
+            target = None
+            while True:
+                status = ("quorum_status", queue, "--formatter", "json")
+                node = self.running()[0]
+                members = json.loads(await asyncio.to_thread(node.ctl, *status, tool="rabbitmq-queues"))
+                states = {m["Raft State"] if isinstance(m["Raft State"], str) else "down" for m in members}
+                leader = [m["Commit Index"] for m in members if m["Raft State"] == "leader"]
+                target = target if target is not None or not leader else leader[0]
+                if (
+                    states <= {"leader", "follower"}
+                    and target is not None
+                    and (min(m["Commit Index"] for m in members) >= target)
+                ):
+                    break
+                assert time.monotonic() < deadline, f"{queue} not in sync in {within} s: {members}"
+                await asyncio.sleep(0.5)
+
+    async def restart(self, node: RabbitNode, queues: list[str]) -> None:
         """Stop `node` as an operator would, once it is safe to lose, and start it again on its
-        data: it rejoins the cluster."""
+        data: it rejoins the cluster, and `queues` catch up on it."""
         await self.until_safe_to_lose(node)
         await asyncio.to_thread(node.ctl, "stop")
         await node.start()
+        await self.until_in_sync(queues)
 
     def remove(self) -> None:
         for node in self.nodes:
