@@ -10,6 +10,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
+from integrator import consumer as consumer_module
 from integrator.consumer import Consumer, Decision, Handler, one_by_one
 from integrator.envelope import with_headers
 from integrator.publisher import Outbound, Publisher
@@ -144,3 +145,35 @@ async def test_a_refused_publish_is_retried_until_confirmed_not_dead_lettered(
     stopping.set()
     await consuming  # nothing in hand any more: what the queues hold now is final
     assert [await depth(channel, q) for q in (topology.incoming, topology.dead, full)] == [0, 0, 0]
+
+
+async def test_a_consumer_the_broker_stops_feeding_subscribes_again(
+    prefix: str, connection: AbstractConnection, channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages ready on the queue and none delivered for two checks: the consumer raises, so
+    that its worker reconnects. Here the subscription is cancelled behind the consumer's back,
+    as a broker that said consume-ok and then fed nothing would leave it."""
+    monkeypatch.setattr(consumer_module, "STALL_CHECK_SECONDS", 0.2)
+    topology = Topology(prefix, delivery_limit=20)
+    seen: list[bytes] = []
+    first = asyncio.Event()
+
+    def handler(delivery: DeliveredMessage) -> Decision:
+        seen.append(delivery.body)
+        first.set()
+        return Decision([Outbound(topology.validated, "", delivery.body, delivery.header.properties)])
+
+    own = await connection.channel(publisher_confirms=True)
+    await topology.declare(own)
+    raw = await own.get_underlay_channel()
+    publisher = await Publisher.on(own, 5, "test")
+    consumer = Consumer(raw, publisher, one_by_one(handler, "test"), asyncio.Event(), "test")
+    consuming = asyncio.create_task(consumer.run(topology.incoming, prefetch=10))
+    await publish_to_incoming(channel, topology, [b"one"])
+    await asyncio.wait_for(first.wait(), 10)
+    for tag in list(raw.consumers):
+        await raw.basic_cancel(tag)
+    await publish_to_incoming(channel, topology, [b"two"])
+    with pytest.raises(ConnectionError, match="1 messages ready, none delivered"):
+        await asyncio.wait_for(consuming, 10)
+    assert seen == [b"one"]
