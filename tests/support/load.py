@@ -41,6 +41,17 @@ class Push:
             assert time.monotonic() < deadline, f"only {len(self.accepted)} of {count} accepted"
             await asyncio.sleep(0.01)
 
+    async def reached_or_stalled(self, count: int, stalled_for: float = 15) -> bool:
+        """True once `count` are accepted; False if none was for `stalled_for` seconds first."""
+        seen, since = len(self.accepted), time.monotonic()
+        while len(self.accepted) < count:
+            if len(self.accepted) != seen:
+                seen, since = len(self.accepted), time.monotonic()
+            elif time.monotonic() - since > stalled_for:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def refused_more_than(self, count: int, within: float = 30) -> None:
         """Wait for a sign the gateway knows the broker is gone: more 503s than `count`."""
         deadline = time.monotonic() + within
