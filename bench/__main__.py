@@ -323,7 +323,7 @@ async def hub_phase(
     name = prefix("hub")
     broker = broker or Broker.machines()
     env = {"INTEGRATOR_SUBSCRIPTIONS": str(subscriptions), **BENCH_ENV, **with_ledger(database_url),
-           "AMQP_URL": broker.url, "INTEGRATOR_QUORUM_SIZE": str(len(broker.url.split(",")))}  # fmt: skip
+           "AMQP_URL": broker.url}  # fmt: skip
     label = f"hub{'-ledger' if database_url else ''}{f'-x{replicas}' if replicas > 1 else ''}"
     stacks = [Stack(name, workdir / f"{label}-{i}", env) for i in range(replicas)]
     services = ("gateway", "validator", "router", *(("ledger",) if database_url else ()))
@@ -340,7 +340,8 @@ async def hub_phase(
         pids = {f"{n}{f'-{i + 1}' if i else ''}": s.process.pid
                 for i, stack in enumerate(stacks) for n, s in stack.services.items()}  # fmt: skip
         ledger_url = stacks[0].service_url("ledger") if database_url else None
-        extra = {**{f"wrk-{i}": load.pid for i, load in enumerate(loads)}, "probe": latency_probe.pid}
+        extra = {**{f"wrk{f'-{i + 1}' if i else ''}": load.pid for i, load in enumerate(loads)},
+                 "probe": latency_probe.pid}  # fmt: skip
         result = await measure(name, pids, extra, tuple(s.url for s in stacks), ledger_url, broker)
         ended = time.time() * 1000
     finally:
@@ -800,13 +801,13 @@ async def scaling_phase(workdir: Path, subscriptions: Path, rounds: int = 1) -> 
     cores = os.cpu_count() or 1
 
     def row(name: str) -> str:
-        median = {k: statistics.median(getattr(r, k) for r in runs[name]) for k in ("originals_per_s",)}
+        originals = statistics.median(r.originals_per_s for r in runs[name])
         cpu = {k: statistics.median(r.cpu_ms_per_original[k] for r in runs[name]) for k in ("hub", "machine")}
         busy = statistics.median(r.cpu_ms_per_original["machine"] * r.originals_per_s / 1000 / cores
                                  for r in runs[name])  # fmt: skip
         broker = statistics.median(sum(v for k, v in r.cpu_ms_per_original.items() if k.startswith("rabbit"))
                                    for r in runs[name])  # fmt: skip
-        return (f"| {name} | {median['originals_per_s']:.0f} | {cpu['machine']:.2f} | {cpu['hub']:.2f} |"
+        return (f"| {name} | {originals:.0f} | {cpu['machine']:.2f} | {cpu['hub']:.2f} |"
                 f" {broker:.2f} | {busy:.0%} |")  # fmt: skip
 
     rows = "\n".join(row(name) for name in SCALING)
@@ -816,7 +817,7 @@ async def scaling_phase(workdir: Path, subscriptions: Path, rounds: int = 1) -> 
 At saturation, median of {rounds} alternating runs each; CPU in ms per original; busy: the
 machine's {cores} cores in use, all processes together.
 
-| configuration | originals/s | machine CPU | hub CPU | broker CPU | busy |
+| configuration | originals/s | machine CPU | hub CPU (services + broker) | broker CPU | busy |
 |---|---|---|---|---|---|
 {rows}
 """

@@ -138,9 +138,7 @@ DEV_STORE = "5279008084a81693d5000001"
 async def tokens(settings: Settings, action: str, store_id: str | None, token_id: str | None) -> None:
     """`create STORE`: a new token, shown once; `list`; `revoke STORE TOKEN_ID`; `import [FILE]`:
     the tokens of a stores file (INTEGRATOR_STORES by default); `dev`: `make run`'s store."""
-    await upgraded(settings)
-    pool = await db.open_pool(settings.database_url, max_size=1)
-    try:
+    async with database(settings, migrated=True) as pool:
         match action:
             case "create":
                 await created_token(pool, store_id or "")
@@ -160,8 +158,6 @@ async def tokens(settings: Settings, action: str, store_id: str | None, token_id
                 emit({"store_id": DEV_STORE, "note": note})
             case "dev":  # `make run`: a development store with a token, created on the first run only
                 await created_token(pool, DEV_STORE)
-    finally:
-        await pool.close()
 
 
 async def created_token(pool: asyncpg.Pool, store_id: str) -> None:
@@ -230,12 +226,22 @@ def check_subscriptions(path: Path, allow_private_endpoints: bool) -> None:
     emit({"file": str(path), "subscribers": list(subscriptions.names)})
 
 
-async def show_record(settings: Settings, message_id: str) -> None:
+@asynccontextmanager
+async def database(settings: Settings, migrated: bool = False) -> AsyncIterator[asyncpg.Pool]:
+    """A one-connection pool on INTEGRATOR_DATABASE_URL, its migrations applied first if
+    `migrated` (the commands that write tables they may be the first to need)."""
+    if migrated:
+        await upgraded(settings)
     pool = await db.open_pool(settings.database_url, max_size=1)
     try:
-        record = await ledger.find(pool, message_id, None)
+        yield pool
     finally:
         await pool.close()
+
+
+async def show_record(settings: Settings, message_id: str) -> None:
+    async with database(settings) as pool:
+        record = await ledger.find(pool, message_id, None)
     if record is None:
         sys.exit(f"{message_id}: not in the ledger")
     emit(record)
@@ -243,9 +249,8 @@ async def show_record(settings: Settings, message_id: str) -> None:
 
 async def messages(settings: Settings, query: ledger.Search, limit: int | None) -> None:
     """Every match, or the first `limit`, a page at a time."""
-    pool = await db.open_pool(settings.database_url, max_size=1)
     shown = 0
-    try:
+    async with database(settings) as pool:
         while True:
             page, cursor = await ledger.search(pool, query)
             for summary in page[: None if limit is None else limit - shown]:
@@ -254,8 +259,6 @@ async def messages(settings: Settings, query: ledger.Search, limit: int | None) 
             if cursor is None or shown == limit:
                 return
             query = replace(query, cursor=cursor)
-    finally:
-        await pool.close()
 
 
 async def endpoints(settings: Settings, action: str, subscriber: str | None) -> None:
@@ -265,21 +268,17 @@ async def endpoints(settings: Settings, action: str, subscriber: str | None) -> 
     subscribers = {s.name: s.endpoint for s in loaded if s.endpoint is not None}
     if action == "enable" and subscriber not in subscribers:
         sys.exit(f"{subscriber!r} is not an endpoint subscriber in {settings.subscriptions}")
-    pool = await db.open_pool(settings.database_url, max_size=1)
-    try:
-        async with db.connection(pool) as conn:
-            if action == "enable":
-                status = await conn.execute(
-                    "DELETE FROM disabled_endpoints WHERE prefix = $1 AND subscriber = $2",
-                    settings.prefix, subscriber,
-                )  # fmt: skip
-                emit({"enabled": subscriber, "was_disabled": status != "DELETE 0"})
-                return
-            rows = await conn.fetch(
-                "SELECT subscriber, reason FROM disabled_endpoints WHERE prefix = $1", settings.prefix
-            )
-    finally:
-        await pool.close()
+    async with database(settings) as pool, db.connection(pool) as conn:
+        if action == "enable":
+            status = await conn.execute(
+                "DELETE FROM disabled_endpoints WHERE prefix = $1 AND subscriber = $2",
+                settings.prefix, subscriber,
+            )  # fmt: skip
+            emit({"enabled": subscriber, "was_disabled": status != "DELETE 0"})
+            return
+        rows = await conn.fetch(
+            "SELECT subscriber, reason FROM disabled_endpoints WHERE prefix = $1", settings.prefix
+        )
     disabled = {row["subscriber"]: row["reason"] for row in rows}
     for name, endpoint in subscribers.items():
         emit({"subscriber": name, "url": endpoint.url, "enabled": name not in disabled,
@@ -293,9 +292,7 @@ async def admins_command(settings: Settings, action: str, name: str | None) -> N
     `list`; `revoke NAME`, which ends that administrator's console sessions too."""
     if action != "list" and not name:
         sys.exit(f"integrator admins {action} needs a NAME")
-    await upgraded(settings)
-    pool = await db.open_pool(settings.database_url, max_size=1)
-    try:
+    async with database(settings, migrated=True) as pool:
         if action == "create":
             token = await admins.create(pool, name)
             emit({"admin": name, "token": token, "note": "shown once; stored hashed"})
@@ -306,8 +303,6 @@ async def admins_command(settings: Settings, action: str, name: str | None) -> N
             sys.exit(f"no administrator {name!r}")
         else:
             emit({"revoked": name})
-    finally:
-        await pool.close()
 
 
 async def database_upgrade(settings: Settings) -> None:

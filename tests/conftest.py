@@ -51,6 +51,8 @@ NEW_PRODUCT = {
         "meta_keywords": None,
     },
 }
+INVALID_PRODUCT = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
+"""A product:new whose price is not a string: the validator rejects it."""
 
 
 @pytest.fixture
@@ -109,6 +111,12 @@ async def postgres_proxy() -> AsyncIterator[Proxy]:
     proxy = await Proxy("127.0.0.1", 5432).start()
     yield proxy
     await proxy.close()
+
+
+@pytest.fixture
+def proxied_database_url(database_url: str, postgres_proxy: Proxy) -> str:
+    """The run's database, reached through `postgres_proxy`."""
+    return database_url.replace(":5432/", f":{postgres_proxy.port}/")
 
 
 @pytest.fixture

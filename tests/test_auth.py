@@ -220,12 +220,10 @@ async def test_a_broken_stores_file_is_not_imported(own_database: str, tmp_path:
 
 
 @pytest.fixture
-async def token_behind_proxy(
-    secured: Stack, ledger_db: asyncpg.Pool, database_url: str, postgres_proxy: Proxy
-) -> str:
+async def token_behind_proxy(secured: Stack, ledger_db: asyncpg.Pool, proxied_database_url: str) -> str:
     """A store's token, and the gateway's PostgreSQL behind the proxy the test cuts."""
     _, token = await stores.create(ledger_db, STORE)
-    secured.env["INTEGRATOR_DATABASE_URL"] = database_url.replace(":5432/", f":{postgres_proxy.port}/")
+    secured.env["INTEGRATOR_DATABASE_URL"] = proxied_database_url
     return token
 
 

@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from integrator import stores
-from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
+from tests.conftest import INVALID_PRODUCT, NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.processes import Stack
 from tests.support.rabbit_node import NodeUnavailable, RabbitNode
 from tests.test_ledger import pushed, record_in
@@ -154,8 +154,7 @@ async def test_a_rejected_message_shows_its_error_highlighted_in_the_payload(
 ) -> None:
     await console.start("gateway", "validator", "ledger", "console")
     await log_in(page, console, await asyncio.to_thread(admin_token, console))
-    bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
-    message_id = (await pushed(http, console, bad))["message_id"]
+    message_id = (await pushed(http, console, INVALID_PRODUCT))["message_id"]
     await record_in(http, console, message_id, "rejected")
     await page.goto(f"{console_url(console)}/messages/{message_id}")
     await expect(page.locator(".state").first).to_have_text("rejected")
@@ -223,8 +222,7 @@ async def test_a_change_without_the_session_s_csrf_token_is_refused(
 ) -> None:
     await console.start("gateway", "validator", "console")
     await log_in(page, console, await asyncio.to_thread(admin_token, console))
-    bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
-    await pushed(http, console, bad)  # something a replay could take
+    await pushed(http, console, INVALID_PRODUCT)  # something a replay could take
     url = f"{console_url(console)}/held/rejected"
     for form in ({"action": "discard", "confirmed": "yes"},
                  {"action": "discard", "confirmed": "yes", "csrf": "forged"}):  # fmt: skip
@@ -300,9 +298,8 @@ async def test_a_store_replays_only_its_own_held_messages(
 ) -> None:
     await console.start("gateway", "validator", "console")
     _, token = await stores.create(ledger_db, STORE)
-    bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
-    ours = (await pushed(http, console, bad))["message_id"]
-    theirs = (await pushed(http, console, {**bad, "store_id": OTHER_STORE}))["message_id"]
+    ours = (await pushed(http, console, INVALID_PRODUCT))["message_id"]
+    theirs = (await pushed(http, console, {**INVALID_PRODUCT, "store_id": OTHER_STORE}))["message_id"]
     await log_in(page, console, token, "/held/rejected")
     await until_shown(page, lambda: _count_is(page.locator("table.held tbody tr[data-message-id]"), 1))
     assert await page.locator("table.held tbody a").all_inner_texts() == [ours]
@@ -328,8 +325,7 @@ async def test_the_overview_shows_rates_from_the_management_plugin_and_held_page
         console.env |= {"AMQP_URL": node.url, "INTEGRATOR_MANAGEMENT_URL": node.management_url}
         await console.start("gateway", "validator", "router", "console")
         await log_in(page, console, await asyncio.to_thread(admin_token, console))
-        bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
-        await pushed(http, console, bad)
+        await pushed(http, console, INVALID_PRODUCT)
         incoming = page.locator(f'tr[data-queue="{console.prefix}.incoming"]')
         deadline = time.monotonic() + 30
         while not await _rate_shown(incoming):  # the plugin's rates need a few samples

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel
 from integrator import db, stores
 from integrator.ids import child_message_id
 from integrator.journal import EVENTS_TYPE
-from tests.conftest import NEW_PRODUCT, OTHER_STORE, STORE
+from tests.conftest import INVALID_PRODUCT, NEW_PRODUCT, OTHER_STORE, STORE
 from tests.support.broker import body, depth, take
 from tests.support.database import create_database, drop_database
 from tests.support.processes import Stack
@@ -85,8 +85,7 @@ async def test_accepted_then_validated_while_the_next_stage_is_down(
 async def test_rejected_with_its_errors(stack: Stack, http: aiohttp.ClientSession) -> None:
     stack.env["INTEGRATOR_GATEWAY_VALIDATES"] = "false"  # so the validator is the one to refuse it
     await stack.start("gateway", "validator", "ledger")
-    bad = {**NEW_PRODUCT, "payload": {**NEW_PRODUCT["payload"], "price": []}}
-    message_id = (await pushed(http, stack, bad))["message_id"]
+    message_id = (await pushed(http, stack, INVALID_PRODUCT))["message_id"]
     record = await record_in(http, stack, message_id, "rejected")
     assert [e["path"] for e in record["errors"]] == ["/payload/price"]
     assert record["payload"]["price"] == []

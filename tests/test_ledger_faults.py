@@ -16,16 +16,21 @@ from tests.support.proxy import Proxy
 from tests.test_operations import wait_for_status
 
 
-async def wait_until_recorded(db: asyncpg.Pool, ids: list[str], within: float = 60) -> None:
+async def wait_until_recorded(
+    db: asyncpg.Pool, ids: list[str], within: float = 60, states: tuple[str, ...] = ("routed",)
+) -> None:
+    """Until the ledger has every message of `ids` in one of `states`."""
     deadline = time.monotonic() + within
     while True:
         async with db.acquire() as conn:
-            routed = await conn.fetchval(
-                "SELECT count(*) FROM messages WHERE message_id = ANY($1::text[]) AND state = 'routed'", ids
-            )
-        if routed == len(ids):
+            settled = await conn.fetchval(
+                "SELECT count(*) FROM messages"
+                " WHERE message_id = ANY($1::text[]) AND state = ANY($2::text[])",
+                ids, list(states),
+            )  # fmt: skip
+        if settled == len(ids):
             return
-        assert time.monotonic() < deadline, f"{routed} of {len(ids)} routed in the ledger"
+        assert time.monotonic() < deadline, f"{settled} of {len(ids)} {' or '.join(states)} in the ledger"
         await asyncio.sleep(0.2)
 
 
@@ -58,9 +63,9 @@ async def assert_recorded_once(
 
 
 async def test_postgresql_cut_off_mid_stream(
-    stack: Stack, ledger_db: asyncpg.Pool, database_url: str, postgres_proxy: Proxy
+    stack: Stack, ledger_db: asyncpg.Pool, proxied_database_url: str, postgres_proxy: Proxy
 ) -> None:
-    stack.env["INTEGRATOR_DATABASE_URL"] = database_url.replace(":5432/", f":{postgres_proxy.port}/")
+    stack.env["INTEGRATOR_DATABASE_URL"] = proxied_database_url
     await stack.start("gateway", "validator", "router", "ledger")
     ledger = stack.service("ledger")
     progress = Push()

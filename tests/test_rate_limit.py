@@ -12,6 +12,7 @@ import pytest
 from integrator import db
 from services.gateway import rate_limit
 from services.gateway.rate_limit import SharedRateLimiter, StoreRateLimiter
+from tests.conftest import STORE
 from tests.support.proxy import Proxy
 
 
@@ -75,7 +76,6 @@ def test_only_the_most_recently_seen_stores_are_tracked(monkeypatch: pytest.Monk
     assert limiter.retry_after("a") is None, "...and so does a, forgotten in turn for b"
 
 
-STORE = "5279008084a81693d5000001"
 SLOW = 0.001  # tokens a second: nothing refills while a test runs
 
 
@@ -105,9 +105,9 @@ async def test_a_gateway_takes_a_lease_of_its_share_and_no_more(ledger_db: async
 
 
 async def test_while_postgresql_is_away_each_gateway_enforces_the_rate_alone(
-    database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
+    proxied_database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = await db.open_pool(database_url.replace(":5432/", f":{postgres_proxy.port}/"))
+    pool = await db.open_pool(proxied_database_url)
     try:
         limiter = SharedRateLimiter(pool, prefix, rate=SLOW, burst=3)
         limiter.ALONE_SECONDS = 0.0  # asks PostgreSQL again at each push, so the test need not wait
@@ -126,11 +126,11 @@ async def test_while_postgresql_is_away_each_gateway_enforces_the_rate_alone(
 
 
 async def test_a_flood_s_refusals_are_answered_without_postgresql(
-    database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
+    proxied_database_url: str, postgres_proxy: Proxy, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Once the shared bucket said empty, the gateway refuses the store on its own until the next
     token is due: a store flooding with 429s costs PostgreSQL nothing."""
-    pool = await db.open_pool(database_url.replace(":5432/", f":{postgres_proxy.port}/"))
+    pool = await db.open_pool(proxied_database_url)
     try:
         limiter = SharedRateLimiter(pool, prefix, rate=SLOW, burst=1)
         assert [await limiter.retry_after(STORE) for _ in range(2)] == [None, 1000]

@@ -24,6 +24,7 @@ from tests.support.processes import Stack
 from tests.support.proxy import Proxy
 from tests.support.scrape import scrape
 from tests.test_ledger import pushed, record_in, typed
+from tests.test_ledger_faults import wait_until_recorded
 from tests.test_operations import cli, cli_process
 
 READY = json.loads(Path("schemas/shipment/ready.json").read_text())["examples"][0]
@@ -176,7 +177,7 @@ async def test_two_routers_copy_each_identity_once(
         await second.start("router")
         docs = [ready(number=f"H{i % 20:03}") for i in range(200)]
         progress = await push(stack.url, docs, Push(), rate=1000, concurrency=32)
-        await wait_until_settled(ledger_db, progress.accepted)
+        await wait_until_recorded(ledger_db, progress.accepted, states=("routed", "unrouted"))
         copies = await take(channel, f"{stack.prefix}.accepted.shipping", 20)
         assert sorted(body(m)["payload"]["shipment"]["number"] for m in copies) == [
             f"H{i:03}" for i in range(20)
@@ -194,21 +195,6 @@ async def routed_by(stack: Stack) -> int:
         metrics = await scrape(http, stack.service_url("router"))
     counted = ("integrator_messages_routed_total", "integrator_copies_declined_total")
     return int(sum(value for (name, _), value in metrics.items() if name in counted))
-
-
-async def wait_until_settled(db: asyncpg.Pool, ids: list[str], within: float = 60) -> None:
-    """Until the ledger has routed or declined (unrouted) every message of `ids`."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        async with db.acquire() as conn:
-            settled = await conn.fetchval(
-                "SELECT count(*) FROM messages WHERE message_id = ANY($1::text[])"
-                " AND state IN ('routed', 'unrouted')", ids,
-            )  # fmt: skip
-        if settled == len(ids):
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{settled} of {len(ids)} settled"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_redelivered_message_is_copied_again_not_taken_for_a_duplicate(
@@ -351,10 +337,10 @@ def test_subscriptions_check_prints_every_problem_with_its_place(stack: Stack, t
 
 async def test_identifiers_hold_the_batch_while_postgresql_is_away(
     stack: Stack, http: aiohttp.ClientSession, channel: AbstractChannel, subscriptions_file: Path,
-    database_url: str, postgres_proxy: Proxy,
+    proxied_database_url: str, postgres_proxy: Proxy,
 ) -> None:  # fmt: skip
     replace_file(subscriptions_file, IDENTIFIED)
-    stack.env["INTEGRATOR_DATABASE_URL"] = database_url.replace(":5432/", f":{postgres_proxy.port}/")
+    stack.env["INTEGRATOR_DATABASE_URL"] = proxied_database_url
     await stack.start("gateway", "validator", "router")
     router = stack.service("router")
     shipping = f"{stack.prefix}.accepted.shipping"

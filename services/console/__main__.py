@@ -57,6 +57,7 @@ def main() -> None:
         finally:
             await runner.cleanup()
             await app[BROKER].close()
+            await app[QUEUES].close()
             await app[DATABASE].close()
 
     run_service("console", settings, console)

@@ -28,7 +28,6 @@ MANAGEMENT_TIMEOUT = aiohttp.ClientTimeout(total=3)
 @dataclass(frozen=True, slots=True)
 class QueueRow:
     name: str
-    kind: str  # stage, subscriber, held
     held_stage: str | None  # the page of a holding queue: `rejected`, `parked.erp`
     depth: int | None  # None: the queue is not there
     consumers: int | None
@@ -44,6 +43,7 @@ class QueueWatch:
         self._topology = topology
         self._last: dict[str, tuple[float, int]] = {}
         self._management: tuple[URL, aiohttp.BasicAuth] | None = None  # the queues' URL, and whose
+        self._http: aiohttp.ClientSession | None = None  # to the management API, made on first use
         if management_url:
             management = URL(management_url)
             queues = management.with_user(None).with_path(
@@ -52,24 +52,27 @@ class QueueWatch:
             auth = aiohttp.BasicAuth(management.user or "guest", management.password or "guest")
             self._management = queues, auth
 
-    def names(self, subscriptions: Subscriptions) -> list[tuple[str, str, str | None]]:
-        """(queue, kind, the stage of a holding queue) of every queue of the hub."""
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def names(self, subscriptions: Subscriptions) -> list[tuple[str, str | None]]:
+        """(queue, the stage of a holding queue) of every queue of the hub."""
         t = self._topology
-        names = [(t.name(stage), "held", stage) if stage in HOLDING else (t.name(stage), "stage", None)
-                 for stage in STAGES]  # fmt: skip
-        names.append((t.ledger_events, "stage", None))
+        names = [(t.name(stage), stage if stage in HOLDING else None) for stage in STAGES]
+        names.append((t.ledger_events, None))
         for s in subscriptions.subscribers:
-            names.append((t.accepted_queue(s.name), "subscriber", None))
+            names.append((t.accepted_queue(s.name), None))
             if s.endpoint is not None:
-                names.append((t.parked_queue(s.name), "held", f"parked.{s.name}"))
+                names.append((t.parked_queue(s.name), f"parked.{s.name}"))
         return names
 
     async def look(self, channel: AbstractChannel, subscriptions: Subscriptions) -> list[QueueRow]:
         rates = await self._rates()
         rows = []
-        for name, kind, stage in self.names(subscriptions):
+        for name, stage in self.names(subscriptions):
             if (state := await queue_state(channel, name)) is None:  # not declared yet
-                rows.append(QueueRow(name, kind, stage, None, None, None))
+                rows.append(QueueRow(name, stage, None, None, None))
                 continue
             (depth, consumers), now = state, time.monotonic()
             before = self._last.get(name)
@@ -78,7 +81,7 @@ class QueueWatch:
             if before is not None and now - before[0] >= 0.5:
                 change = (depth - before[1]) / (now - before[0])
             rate_in, rate_out = rates.get(name, (None, None))
-            rows.append(QueueRow(name, kind, stage, depth, consumers, change, rate_in, rate_out))
+            rows.append(QueueRow(name, stage, depth, consumers, change, rate_in, rate_out))
         return rows
 
     async def _rates(self) -> dict[str, tuple[float, float]]:
@@ -88,11 +91,10 @@ class QueueWatch:
             return {}
         url, auth = self._management
         columns = "name,message_stats.publish_details.rate,message_stats.deliver_get_details.rate"
+        if self._http is None:
+            self._http = aiohttp.ClientSession(auth=auth, timeout=MANAGEMENT_TIMEOUT)
         try:
-            async with (
-                aiohttp.ClientSession(auth=auth, timeout=MANAGEMENT_TIMEOUT) as http,
-                http.get(url, params={"columns": columns}) as response,
-            ):
+            async with self._http.get(url, params={"columns": columns}) as response:
                 response.raise_for_status()
                 queues: list[dict[str, Any]] = await response.json()
         except (aiohttp.ClientError, TimeoutError):

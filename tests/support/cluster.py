@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import secrets
 import shutil
 import subprocess
@@ -71,13 +70,13 @@ class RabbitCluster:
     async def start(self) -> RabbitCluster:
         """Start the nodes, then join the second and later ones to the first."""
         (self.workdir / "cluster.json").write_text(json.dumps({
-            "epmd_port": self.epmd_port, "url": self.url,
+            "epmd_port": self.epmd_port,
             "nodes": [{"name": n.name, "port": n.port} for n in self.nodes]}))  # fmt: skip
         self.nodes[0]._launch()  # the first starts the shared epmd, before the others look for it
         await self.nodes[0].until_answering()
         await asyncio.gather(*(node.start() for node in self.nodes[1:]))
         for node in self.nodes[1:]:
-            await asyncio.to_thread(node.ctl, "stop_app")
+            await node.stop_app()
             await asyncio.to_thread(node.ctl, "join_cluster", self.nodes[0].name)
             await node.start_app()
         return self
@@ -162,7 +161,6 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[0] not in ("up", "down"):
         sys.exit("usage: python -m tests.support.cluster up|down DIR")
     action, workdir = argv[0], Path(argv[1])
-    logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the nodes refuse until they are up
     if action == "down":
         if (workdir / "cluster.json").exists():
             RabbitCluster.load(workdir).remove()

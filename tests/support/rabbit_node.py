@@ -87,7 +87,7 @@ class RabbitNode:
         self.own_epmd = epmd_port is None
         self.epmd_port = base + 2 if epmd_port is None else epmd_port
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-        self.management_url = f"http://guest:guest@127.0.0.1:{self.management_port}"
+        self.management_url = f"http://guest:guest@127.0.0.1:{self.management_port}" if management else None
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
